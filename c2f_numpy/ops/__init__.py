@@ -1,0 +1,62 @@
+"""The teaching copy: every Conv2Former op as a readable NumPy forward/backward pair.
+
+Each op is ``<name>_forward(...) -> (out, cache)`` and ``<name>_backward(dout, cache) -> grads``; the cache is
+a small frozen dataclass holding exactly what the backward needs. Layout is NCHW throughout.
+"""
+
+from .activation import gelu_backward, gelu_forward
+from .checks import OpDTypeError, OpInputError
+from .conv import (
+    conv1x1_backward,
+    conv1x1_forward,
+    conv2d_backward,
+    conv2d_forward,
+    linear_backward,
+    linear_forward,
+)
+from .loss import cross_entropy_backward, cross_entropy_forward
+from .mlp import MLP_KEYS, mlp_backward, mlp_forward, pos_residual_backward, pos_residual_forward
+from .modulation import CONVMOD_KEYS, convmod_backward, convmod_forward
+from .norm import (
+    BatchNormStats,
+    batch_norm2d_backward,
+    batch_norm2d_forward,
+    layer_norm_backward,
+    layer_norm_forward,
+)
+from .pool import global_avg_pool_backward, global_avg_pool_forward
+from .regularize import drop_path_backward, drop_path_forward, layer_scale_backward, layer_scale_forward
+
+__all__ = [
+    "CONVMOD_KEYS",
+    "MLP_KEYS",
+    "BatchNormStats",
+    "OpDTypeError",
+    "OpInputError",
+    "batch_norm2d_backward",
+    "batch_norm2d_forward",
+    "conv1x1_backward",
+    "conv1x1_forward",
+    "conv2d_backward",
+    "conv2d_forward",
+    "convmod_backward",
+    "convmod_forward",
+    "cross_entropy_backward",
+    "cross_entropy_forward",
+    "drop_path_backward",
+    "drop_path_forward",
+    "gelu_backward",
+    "gelu_forward",
+    "global_avg_pool_backward",
+    "global_avg_pool_forward",
+    "layer_norm_backward",
+    "layer_norm_forward",
+    "layer_scale_backward",
+    "layer_scale_forward",
+    "linear_backward",
+    "linear_forward",
+    "mlp_backward",
+    "mlp_forward",
+    "pos_residual_backward",
+    "pos_residual_forward",
+]

@@ -1,0 +1,55 @@
+"""GELU, exact (erf) form and tanh approximation, matching ``torch.nn.GELU(approximate=...)``.
+
+exact:  y = x * Phi(x),  Phi(x) = (1 + erf(x / sqrt 2)) / 2;     dy/dx = Phi(x) + x * phi(x),
+        phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+tanh:   y = x/2 * (1 + tanh(u)),  u = sqrt(2/pi) * (x + 0.044715 x^3);
+        dy/dx = (1 + t)/2 + x/2 * (1 - t^2) * sqrt(2/pi) * (1 + 3 * 0.044715 x^2),  t = tanh(u)
+Conv2Former uses the exact form (torch.nn.GELU()); tanh is a common porting mistake, kept to study it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import erf
+
+from .checks import OpInputError, check_array, check_grad_out
+
+_SQRT_HALF = math.sqrt(0.5)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_TANH_C = 0.044715
+APPROXIMATIONS = ("none", "tanh")
+
+
+@dataclass(frozen=True)
+class GeluCache:
+    x: np.ndarray
+    approximate: str
+
+
+def gelu_forward(x: np.ndarray, approximate: str = "none") -> tuple[np.ndarray, GeluCache]:
+    """Elementwise GELU. x any shape; approximate "none" (erf, the default) or "tanh"."""
+    op = "gelu"
+    x = check_array(op, "x", x)
+    if approximate not in APPROXIMATIONS:
+        raise OpInputError(f"{op}: approximate must be one of {APPROXIMATIONS}, got {approximate!r}")
+    if approximate == "none":
+        y = 0.5 * x * (1.0 + erf(x * _SQRT_HALF))
+    else:
+        y = 0.5 * x * (1.0 + np.tanh(_SQRT_2_OVER_PI * (x + _TANH_C * x**3)))
+    return y.astype(x.dtype, copy=False), GeluCache(x, approximate)
+
+
+def gelu_backward(dout: np.ndarray, cache: GeluCache) -> np.ndarray:
+    """Returns dx = dout * GELU'(x)."""
+    x = cache.x
+    dout = check_grad_out("gelu", dout, x.shape, x.dtype)
+    if cache.approximate == "none":
+        deriv = 0.5 * (1.0 + erf(x * _SQRT_HALF)) + x * _INV_SQRT_2PI * np.exp(-0.5 * x * x)
+    else:
+        t = np.tanh(_SQRT_2_OVER_PI * (x + _TANH_C * x**3))
+        deriv = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3.0 * _TANH_C * x * x)
+    return (dout * deriv).astype(x.dtype, copy=False)

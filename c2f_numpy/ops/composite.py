@@ -1,0 +1,30 @@
+"""Helpers for ops composed from other ops: parameter dicts keyed by the official checkpoint sub-keys."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from .checks import OpInputError
+
+
+def check_param_keys(op: str, params: Mapping[str, np.ndarray], expected: tuple[str, ...]) -> None:
+    """Require exactly the expected keys, naming any missing or unexpected ones."""
+    if not isinstance(params, Mapping):
+        raise OpInputError(f"{op}: params must be a mapping of name -> array, got {type(params).__name__}")
+    missing = [k for k in expected if k not in params]
+    extra = sorted(k for k in params if k not in expected)
+    if missing or extra:
+        raise OpInputError(
+            f"{op}: params must have exactly the keys {list(expected)}; missing {missing}, unexpected {extra}"
+        )
+
+
+def with_bias(
+    grads: tuple[np.ndarray, np.ndarray, np.ndarray | None],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(dx, dw, db) of a conv that had a bias: narrows db from ``ndarray | None`` for the type checker."""
+    dx, dw, db = grads
+    assert db is not None, "the forward of this conv had no bias"
+    return dx, dw, db

@@ -1,0 +1,264 @@
+"""Convolutions: dense/grouped/depthwise ``conv2d``, the 1x1 convolution and ``linear`` as GEMMs.
+
+Layout is NCHW (PyTorch's), weights are (C_out, C_in/groups, kH, kW). Convolution here is cross-correlation,
+as in every deep-learning library:
+
+    out[n, o, y, x] = b[o] + sum_{c, i, j} w[o, c, i, j] * xp[n, g(o)*Cg + c, y*sh + i*dh, x*sw + j*dw]
+
+where xp is the zero-padded input and g(o) the group of output channel o.
+
+The teaching formulation: a kH x kW convolution is the sum of kH*kW 1x1 convolutions, each applied to the
+input shifted by one kernel tap (i, j). Each tap is a (batched) matrix product, so BLAS does the dense work
+and no im2col buffer of size N*C*k*k*H*W is ever built (at k=21 that buffer would take gigabytes).
+The backward follows tap by tap from the same sum:
+
+    dw[o, c, i, j]   = sum_{n, y, x} dout[n, o, y, x] * xp[n, c, y*sh + i*dh, x*sw + j*dw]
+    dxp[n, c, y*sh + i*dh, x*sw + j*dw] += sum_o w[o, c, i, j] * dout[n, o, y, x]
+    db[o]            = sum_{n, y, x} dout[n, o, y, x]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .checks import OpInputError, as_pair, check_array, check_grad_out, check_optional, check_param
+
+Padding = int | Sequence[int] | str
+"""int p (all sides), (ph, pw), (top, bottom, left, right), "valid" (0) or "same" (stride 1 only; an even
+kernel puts the extra row/column at the bottom/right, as PyTorch does)."""
+
+NCHW = "(N, C, H, W)"
+
+
+def _resolve_padding(
+    op: str, padding: Padding, k: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
+) -> tuple[int, int, int, int]:
+    """Return (top, bottom, left, right) padding."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return 0, 0, 0, 0
+        if padding == "same":
+            if stride != (1, 1):
+                raise OpInputError(f"{op}: padding='same' needs stride 1, got stride {stride}")
+            th, tw = dilation[0] * (k[0] - 1), dilation[1] * (k[1] - 1)
+            return th // 2, th - th // 2, tw // 2, tw - tw // 2
+        raise OpInputError(f"{op}: padding must be an int, a tuple, 'same' or 'valid', got {padding!r}")
+    if isinstance(padding, int | np.integer):
+        p = (int(padding),) * 4
+    else:
+        pads = tuple(padding)
+        if len(pads) == 2:
+            p = (pads[0], pads[0], pads[1], pads[1])
+        elif len(pads) == 4:
+            p = pads  # type: ignore[assignment]
+        else:
+            raise OpInputError(
+                f"{op}: padding must be an int, (ph, pw) or (top, bottom, left, right), got {padding!r}"
+            )
+    if not all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 0 for v in p):
+        raise OpInputError(f"{op}: padding must be non-negative ints, got {padding!r}")
+    return int(p[0]), int(p[1]), int(p[2]), int(p[3])
+
+
+def conv_output_size(size: int, pad_total: int, k: int, stride: int, dilation: int) -> int:
+    """Output length along one axis: floor((size + pads - dilation*(k-1) - 1) / stride) + 1."""
+    return (size + pad_total - dilation * (k - 1) - 1) // stride + 1
+
+
+@dataclass(frozen=True)
+class Conv2dCache:
+    xp: np.ndarray  # zero-padded input, (N, C, H + pt + pb, W + pl + pr)
+    w: np.ndarray
+    has_bias: bool
+    x_hw: tuple[int, int]
+    pads: tuple[int, int, int, int]
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+    out_hw: tuple[int, int]
+
+
+def _tap(
+    xg: np.ndarray, i: int, j: int, out_hw: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
+) -> tuple[slice, slice]:
+    """The (rows, cols) slices of the padded input that kernel tap (i, j) reads for every output pixel."""
+    (ho, wo), (sh, sw), (dh, dw) = out_hw, stride, dilation
+    return slice(i * dh, i * dh + sh * (ho - 1) + 1, sh), slice(j * dw, j * dw + sw * (wo - 1) + 1, sw)
+
+
+def conv2d_forward(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None = None,
+    *,
+    stride: int | Sequence[int] = 1,
+    padding: Padding = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+) -> tuple[np.ndarray, Conv2dCache]:
+    """2-D convolution (cross-correlation), matching ``torch.nn.functional.conv2d``.
+
+    Shapes: x (N, C_in, H, W), w (C_out, C_in/groups, kH, kW), b (C_out,) or None
+    -> out (N, C_out, H_out, W_out), H_out = floor((H + pt + pb - dh*(kH-1) - 1)/sh) + 1.
+    Depthwise convolution is ``groups = C_in`` with w of shape (C_in*m, 1, kH, kW).
+    """
+    op = "conv2d"
+    x = check_array(op, "x", x, 4, NCHW)
+    w = check_array(op, "w", w, 4, "(C_out, C_in/groups, kH, kW)", dtype=x.dtype)
+    n, c, h, wd = x.shape
+    co, cg, kh, kw = w.shape
+    if not isinstance(groups, int | np.integer) or isinstance(groups, bool) or groups < 1:
+        raise OpInputError(f"{op}: groups must be a positive int, got {groups!r}")
+    if c % groups or co % groups:
+        raise OpInputError(f"{op}: groups={groups} must divide C_in={c} and C_out={co}")
+    if cg * groups != c:
+        raise OpInputError(
+            f"{op}: channel mismatch: x has C_in={c}, w expects C_in/groups={cg} x groups={groups} = {cg * groups}"
+        )
+    if kh < 1 or kw < 1 or co < 1:
+        raise OpInputError(f"{op}: w has an empty dimension, shape {w.shape}")
+    b = check_optional(op, "b", b, (co,), x.dtype, "(C_out,)")
+    s = as_pair(op, "stride", stride, 1)
+    d = as_pair(op, "dilation", dilation, 1)
+    pads = _resolve_padding(op, padding, (kh, kw), s, d)
+    ho = conv_output_size(h, pads[0] + pads[1], kh, s[0], d[0])
+    wo = conv_output_size(wd, pads[2] + pads[3], kw, s[1], d[1])
+    if ho < 1 or wo < 1:
+        raise OpInputError(
+            f"{op}: input {h}x{wd} with padding {pads} is smaller than the dilated kernel "
+            f"{d[0] * (kh - 1) + 1}x{d[1] * (kw - 1) + 1}: the output would be empty"
+        )
+
+    xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[1]), (pads[2], pads[3])))
+    g, og = groups, co // groups
+    xg = xp.reshape(n, g, cg, *xp.shape[2:])
+    wg = w.reshape(g, og, cg, kh, kw)
+    out = np.zeros((n, g, og, ho * wo), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rows, cols = _tap(xg, i, j, (ho, wo), s, d)
+            tap = xg[:, :, :, rows, cols].reshape(n, g, cg, ho * wo)
+            out += wg[:, :, :, i, j] @ tap  # (G, og, cg) @ (N, G, cg, P) -> (N, G, og, P)
+    out = out.reshape(n, co, ho, wo)
+    if b is not None:
+        out += b[:, None, None]
+    return out, Conv2dCache(xp, w, b is not None, (h, wd), pads, s, d, groups, (ho, wo))
+
+
+def conv2d_backward(
+    dout: np.ndarray, cache: Conv2dCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Gradients of ``conv2d_forward``: returns (dx, dw, db); db is None when the forward had no bias."""
+    xp, w = cache.xp, cache.w
+    n, c = xp.shape[:2]
+    co, cg, kh, kw = w.shape
+    ho, wo = cache.out_hw
+    dout = check_grad_out("conv2d", dout, (n, co, ho, wo), xp.dtype)
+    g, og = cache.groups, co // cache.groups
+    xg = xp.reshape(n, g, cg, *xp.shape[2:])
+    wg = w.reshape(g, og, cg, kh, kw)
+    dg = dout.reshape(n, g, og, ho * wo)
+
+    dw = np.empty_like(wg)
+    dxp = np.zeros_like(xg)
+    for i in range(kh):
+        for j in range(kw):
+            rows, cols = _tap(xg, i, j, cache.out_hw, cache.stride, cache.dilation)
+            tap = xg[:, :, :, rows, cols].reshape(n, g, cg, ho * wo)
+            dw[:, :, :, i, j] = (dg @ tap.transpose(0, 1, 3, 2)).sum(axis=0)
+            dxp[:, :, :, rows, cols] += (wg[:, :, :, i, j].transpose(0, 2, 1) @ dg).reshape(n, g, cg, ho, wo)
+    pt, _, pl, _ = cache.pads
+    h, wd = cache.x_hw
+    dx = np.ascontiguousarray(dxp.reshape(xp.shape)[:, :, pt : pt + h, pl : pl + wd])
+    db = dout.sum(axis=(0, 2, 3)) if cache.has_bias else None
+    return dx, dw.reshape(w.shape), db
+
+
+@dataclass(frozen=True)
+class Conv1x1Cache:
+    x: np.ndarray
+    w: np.ndarray  # as given: (C_out, C_in, 1, 1) or (C_out, C_in)
+    has_bias: bool
+
+
+def conv1x1_forward(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None
+) -> tuple[np.ndarray, Conv1x1Cache]:
+    """Pointwise convolution as one GEMM per image: out[n] = W @ x[n].reshape(C_in, H*W) + b.
+
+    Shapes: x (N, C_in, H, W), w (C_out, C_in, 1, 1) (checkpoint layout) or (C_out, C_in), b (C_out,)
+    -> out (N, C_out, H, W). Equals ``conv2d`` with a 1x1 kernel; written as a GEMM because these layers
+    carry most of Conv2Former's FLOPs.
+    """
+    op = "conv1x1"
+    x = check_array(op, "x", x, 4, NCHW)
+    w = check_array(op, "w", w, (2, 4), "(C_out, C_in, 1, 1) or (C_out, C_in)", dtype=x.dtype)
+    if w.ndim == 4 and w.shape[2:] != (1, 1):
+        raise OpInputError(f"{op}: w must be a 1x1 kernel (C_out, C_in, 1, 1), got shape {w.shape}")
+    n, c, h, wd = x.shape
+    co, ci = w.shape[:2]
+    if ci != c:
+        raise OpInputError(f"{op}: channel mismatch: x has C_in={c}, w expects C_in={ci} (w shape {w.shape})")
+    b = check_optional(op, "b", b, (co,), x.dtype, "(C_out,)")
+    out = w.reshape(co, ci) @ x.reshape(n, c, h * wd)
+    if b is not None:
+        out += b[:, None]
+    return out.reshape(n, co, h, wd), Conv1x1Cache(x, w, b is not None)
+
+
+def conv1x1_backward(
+    dout: np.ndarray, cache: Conv1x1Cache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """dx[n] = W^T @ dout[n];  dW = sum_n dout[n] @ x[n]^T;  db = sum over (n, h, w) of dout."""
+    x, w = cache.x, cache.w
+    n, c, h, wd = x.shape
+    co = w.shape[0]
+    dout = check_grad_out("conv1x1", dout, (n, co, h, wd), x.dtype)
+    d3 = dout.reshape(n, co, h * wd)
+    w2 = w.reshape(co, c)
+    dx = (w2.T @ d3).reshape(x.shape)
+    dw = np.tensordot(d3, x.reshape(n, c, h * wd), axes=([0, 2], [0, 2]))  # one GEMM over (n, pixel)
+    db = d3.sum(axis=(0, 2)) if cache.has_bias else None
+    return dx, dw.reshape(w.shape), db
+
+
+@dataclass(frozen=True)
+class LinearCache:
+    x: np.ndarray
+    w: np.ndarray
+    has_bias: bool
+
+
+def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> tuple[np.ndarray, LinearCache]:
+    """Fully connected layer, ``torch.nn.functional.linear``: out = x @ W^T + b.
+
+    Shapes: x (..., C_in) with at least one leading axis, w (C_out, C_in), b (C_out,) -> out (..., C_out).
+    """
+    op = "linear"
+    x = check_array(op, "x", x, layout="(..., C_in)")
+    if x.ndim < 2:
+        raise OpInputError(f"{op}: x must have at least 2 dims (N, ..., C_in), got shape {x.shape}")
+    w = check_array(op, "w", w, 2, "(C_out, C_in)", dtype=x.dtype)
+    if w.shape[1] != x.shape[-1]:
+        raise OpInputError(
+            f"{op}: feature mismatch: x has C_in={x.shape[-1]}, w expects C_in={w.shape[1]} (w shape {w.shape})"
+        )
+    b = check_optional(op, "b", b, (w.shape[0],), x.dtype, "(C_out,)")
+    out = x @ w.T
+    if b is not None:
+        out += b
+    return out, LinearCache(x, w, b is not None)
+
+
+def linear_backward(dout: np.ndarray, cache: LinearCache) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """dx = dout @ W;  dW = dout^T @ x (leading axes flattened);  db = dout summed over leading axes."""
+    x, w = cache.x, cache.w
+    dout = check_grad_out("linear", dout, (*x.shape[:-1], w.shape[0]), x.dtype)
+    d2 = dout.reshape(-1, w.shape[0])
+    dx = dout @ w
+    dw = d2.T @ x.reshape(-1, w.shape[1])
+    db = d2.sum(axis=0) if cache.has_bias else None
+    return dx, dw, db

@@ -1,0 +1,105 @@
+"""The MLP branch of a Conv2Former block (``mlp`` in the model), with its 3x3 depthwise positional residual.
+
+    n   = LN(x)                                 mlp.norm   (channels-first, eps 1e-6)
+    h   = GELU(Conv1x1(n))                      mlp.fc1    C -> r*C (r = 4)
+    h   = h + GELU(DWConv3x3(h))                mlp.pos    the positional residual (in the code, not the paper figure)
+    out = Conv1x1(h)                            mlp.fc2    r*C -> C
+
+Backward of the residual: dh_in = dh_out + DWConv3x3^T(GELU'(.) * dh_out).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .activation import GeluCache, gelu_backward, gelu_forward
+from .checks import OpInputError, check_array
+from .composite import check_param_keys, with_bias
+from .conv import Conv1x1Cache, Conv2dCache, conv1x1_backward, conv1x1_forward, conv2d_backward, conv2d_forward
+from .norm import LayerNormCache, layer_norm_backward, layer_norm_forward
+
+MLP_KEYS = (
+    "norm.weight",
+    "norm.bias",
+    "fc1.weight",
+    "fc1.bias",
+    "pos.weight",
+    "pos.bias",
+    "fc2.weight",
+    "fc2.bias",
+)
+LN_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class PosResidualCache:
+    conv: Conv2dCache
+    act: GeluCache
+
+
+def pos_residual_forward(
+    h: np.ndarray, w: np.ndarray, b: np.ndarray | None
+) -> tuple[np.ndarray, PosResidualCache]:
+    """h + GELU(DWConv(h)), depthwise with odd kernel k and padding k//2 (k = 3 in Conv2Former).
+
+    Shapes: h (N, C, H, W), w (C, 1, k, k), b (C,) -> out like h.
+    """
+    op = "pos_residual"
+    h = check_array(op, "h", h, 4, "(N, C, H, W)")
+    c = h.shape[1]
+    if not isinstance(w, np.ndarray) or w.ndim != 4 or w.shape[:2] != (c, 1) or w.shape[2] != w.shape[3]:
+        got = w.shape if isinstance(w, np.ndarray) else type(w).__name__
+        raise OpInputError(f"{op}: w must be a depthwise kernel ({c}, 1, k, k), got {got}")
+    k = w.shape[2]
+    if k % 2 == 0:
+        raise OpInputError(f"{op}: the kernel size must be odd (padding k//2 keeps H, W), got k={k}")
+    p, conv = conv2d_forward(h, w, b, padding=k // 2, groups=c)
+    g, act = gelu_forward(p)
+    return h + g, PosResidualCache(conv, act)
+
+
+def pos_residual_backward(
+    dout: np.ndarray, cache: PosResidualCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Returns (dh, dw, db): the identity path plus the conv path."""
+    dp = gelu_backward(dout, cache.act)
+    dh, dw, db = conv2d_backward(dp, cache.conv)
+    return dout + dh, dw, db
+
+
+@dataclass(frozen=True)
+class MlpCache:
+    norm: LayerNormCache
+    fc1: Conv1x1Cache
+    act: GeluCache
+    pos: PosResidualCache
+    fc2: Conv1x1Cache
+
+
+def mlp_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, MlpCache]:
+    """MLP branch forward. Shapes: x (N, C, H, W) -> out (N, C, H, W); hidden width r*C is read from
+    fc1.weight (r*C, C, 1, 1). ``params`` holds the official sub-keys (:data:`MLP_KEYS`)."""
+    op = "mlp"
+    x = check_array(op, "x", x, 4, "(N, C, H, W)")
+    check_param_keys(op, params, MLP_KEYS)
+    p = params
+    n_, ln = layer_norm_forward(x, p["norm.weight"], p["norm.bias"], eps=LN_EPS)
+    h, c1 = conv1x1_forward(n_, p["fc1.weight"], p["fc1.bias"])
+    h, act = gelu_forward(h)
+    h, pos = pos_residual_forward(h, p["pos.weight"], p["pos.bias"])
+    out, c2 = conv1x1_forward(h, p["fc2.weight"], p["fc2.bias"])
+    return out, MlpCache(ln, c1, act, pos, c2)
+
+
+def mlp_backward(dout: np.ndarray, cache: MlpCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Returns (dx, grads) with grads keyed like the params (:data:`MLP_KEYS`)."""
+    grads: dict[str, np.ndarray] = {}
+    dh, grads["fc2.weight"], grads["fc2.bias"] = with_bias(conv1x1_backward(dout, cache.fc2))
+    dh, grads["pos.weight"], grads["pos.bias"] = with_bias(pos_residual_backward(dh, cache.pos))
+    dh = gelu_backward(dh, cache.act)
+    dn, grads["fc1.weight"], grads["fc1.bias"] = with_bias(conv1x1_backward(dh, cache.fc1))
+    dx, grads["norm.weight"], grads["norm.bias"] = layer_norm_backward(dn, cache.norm)
+    return dx, {k: grads[k] for k in MLP_KEYS}

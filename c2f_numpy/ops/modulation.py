@@ -1,0 +1,93 @@
+"""Convolutional modulation (ConvMod), the "attention" branch of a Conv2Former block (``attn`` in the model).
+
+    n   = LN(x)                               layer_norm, channels-first, eps 1e-6      attn.norm
+    a   = DWConv_k(GELU(Conv1x1(n)))          1x1 conv, exact GELU, depthwise k x k     attn.att.0, attn.att.2
+    v   = Conv1x1(n)                                                                    attn.v
+    out = Conv1x1(a * v)                      the Hadamard product is the "modulation"  attn.proj
+
+The large-kernel depthwise output ``a`` plays the role of attention weights: it modulates the value ``v``
+pixel by pixel, as softmax(QK^T) modulates V in self-attention, at a cost linear in the number of pixels.
+
+Backward is the product rule through both branches: with dm = d(a*v),
+da = dm * v and dv = dm * a; n receives the sum of the gradients of both branches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from .activation import GeluCache, gelu_backward, gelu_forward
+from .checks import OpInputError, check_array
+from .composite import check_param_keys, with_bias
+from .conv import Conv1x1Cache, Conv2dCache, conv1x1_backward, conv1x1_forward, conv2d_backward, conv2d_forward
+from .norm import LayerNormCache, layer_norm_backward, layer_norm_forward
+
+CONVMOD_KEYS = (
+    "norm.weight",
+    "norm.bias",
+    "att.0.weight",
+    "att.0.bias",
+    "att.2.weight",
+    "att.2.bias",
+    "v.weight",
+    "v.bias",
+    "proj.weight",
+    "proj.bias",
+)
+LN_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class ConvModCache:
+    norm: LayerNormCache
+    att0: Conv1x1Cache
+    act: GeluCache
+    att2: Conv2dCache
+    v_conv: Conv1x1Cache
+    proj: Conv1x1Cache
+    a: np.ndarray
+    v: np.ndarray
+
+
+def convmod_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ConvModCache]:
+    """ConvMod forward. Shapes: x (N, C, H, W) -> out (N, C, H, W).
+
+    ``params`` holds the official sub-keys (:data:`CONVMOD_KEYS`): norm.weight/bias (C,), att.0.weight
+    (C, C, 1, 1), att.2.weight (C, 1, k, k) with k odd (padding k // 2 keeps H, W), v.weight and
+    proj.weight (C, C, 1, 1), and a (C,) bias for each conv.
+    """
+    op = "convmod"
+    x = check_array(op, "x", x, 4, "(N, C, H, W)")
+    check_param_keys(op, params, CONVMOD_KEYS)
+    c = x.shape[1]
+    kw = params["att.2.weight"]
+    if not isinstance(kw, np.ndarray) or kw.ndim != 4 or kw.shape[:2] != (c, 1) or kw.shape[2] != kw.shape[3]:
+        got = kw.shape if isinstance(kw, np.ndarray) else type(kw).__name__
+        raise OpInputError(f"{op}: att.2.weight must be a depthwise kernel ({c}, 1, k, k), got {got}")
+    k = kw.shape[2]
+    if k % 2 == 0:
+        raise OpInputError(f"{op}: the depthwise kernel size must be odd (padding k//2 keeps H, W), got k={k}")
+    p = params
+    n_, ln = layer_norm_forward(x, p["norm.weight"], p["norm.bias"], eps=LN_EPS)
+    h, c0 = conv1x1_forward(n_, p["att.0.weight"], p["att.0.bias"])
+    g, act = gelu_forward(h)
+    a, c2 = conv2d_forward(g, kw, p["att.2.bias"], padding=k // 2, groups=c)
+    v, cv = conv1x1_forward(n_, p["v.weight"], p["v.bias"])
+    out, cp = conv1x1_forward(a * v, p["proj.weight"], p["proj.bias"])
+    return out, ConvModCache(ln, c0, act, c2, cv, cp, a, v)
+
+
+def convmod_backward(dout: np.ndarray, cache: ConvModCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Returns (dx, grads) with grads keyed like the params (:data:`CONVMOD_KEYS`)."""
+    grads: dict[str, np.ndarray] = {}
+    dm, grads["proj.weight"], grads["proj.bias"] = with_bias(conv1x1_backward(dout, cache.proj))
+    da, dv = dm * cache.v, dm * cache.a
+    dn_v, grads["v.weight"], grads["v.bias"] = with_bias(conv1x1_backward(dv, cache.v_conv))
+    dg, grads["att.2.weight"], grads["att.2.bias"] = with_bias(conv2d_backward(da, cache.att2))
+    dh = gelu_backward(dg, cache.act)
+    dn_a, grads["att.0.weight"], grads["att.0.bias"] = with_bias(conv1x1_backward(dh, cache.att0))
+    dx, grads["norm.weight"], grads["norm.bias"] = layer_norm_backward(dn_a + dn_v, cache.norm)
+    return dx, {k: grads[k] for k in CONVMOD_KEYS}

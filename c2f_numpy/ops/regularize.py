@@ -1,0 +1,81 @@
+"""Layer scale and drop path (stochastic depth), the two per-branch factors of a Conv2Former block.
+
+layer scale:  y[n, c, ...] = gamma[c] * x[n, c, ...];   dx = gamma * dy,  dgamma[c] = sum dy * x over all but c
+drop path:    y[n] = x[n] * m[n] / keep,  m[n] ~ Bernoulli(keep), keep = 1 - drop_prob (timm's drop_path with
+              scale_by_keep=True), so E[y] = x;  dx = dy * m / keep. Identity in eval mode or at drop_prob 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .checks import OpInputError, check_array, check_grad_out, check_param
+
+
+@dataclass(frozen=True)
+class LayerScaleCache:
+    x: np.ndarray
+    gamma: np.ndarray
+
+
+def layer_scale_forward(x: np.ndarray, gamma: np.ndarray) -> tuple[np.ndarray, LayerScaleCache]:
+    """Per-channel scale. Shapes: x (N, C, ...), gamma (C,) -> y like x."""
+    op = "layer_scale"
+    x = check_array(op, "x", x, layout="(N, C, ...)")
+    if x.ndim < 2:
+        raise OpInputError(f"{op}: x must have at least 2 dims (N, C, ...), got shape {x.shape}")
+    gamma = check_param(op, "gamma", gamma, (x.shape[1],), x.dtype, "(C,)")
+    g = gamma.reshape(gamma.shape + (1,) * (x.ndim - 2))
+    return g * x, LayerScaleCache(x, gamma)
+
+
+def layer_scale_backward(dout: np.ndarray, cache: LayerScaleCache) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (dx, dgamma)."""
+    x, gamma = cache.x, cache.gamma
+    dout = check_grad_out("layer_scale", dout, x.shape, x.dtype)
+    g = gamma.reshape(gamma.shape + (1,) * (x.ndim - 2))
+    dgamma = np.sum(dout * x, axis=(0, *range(2, x.ndim)))
+    return g * dout, dgamma
+
+
+@dataclass(frozen=True)
+class DropPathCache:
+    scale: np.ndarray | None  # (N, 1, ..., 1): m / keep per sample; None when the op was the identity
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def drop_path_forward(
+    x: np.ndarray, drop_prob: float, *, training: bool, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, DropPathCache]:
+    """Drop whole samples of a residual branch with probability ``drop_prob``; scale kept ones by 1/keep.
+
+    Shapes: x (N, ...) -> y like x. ``rng`` (a seeded ``np.random.Generator``) is required when the op is
+    active (training and drop_prob > 0): the mask is ``rng.random(N) < keep``, so a seed fixes it.
+    drop_prob = 1 drops every sample (y = 0).
+    """
+    op = "drop_path"
+    x = check_array(op, "x", x, layout="(N, ...)")
+    if x.ndim < 1:
+        raise OpInputError(f"{op}: x must have a batch axis, got a scalar")
+    if not 0.0 <= drop_prob <= 1.0:
+        raise OpInputError(f"{op}: drop_prob must be in [0, 1], got {drop_prob!r}")
+    if not training or drop_prob == 0.0:
+        return x.copy(), DropPathCache(None, x.shape, x.dtype)
+    if not isinstance(rng, np.random.Generator):
+        raise OpInputError(
+            f"{op}: an active drop path needs rng=np.random.Generator (seeded), got {type(rng).__name__}"
+        )
+    keep = 1.0 - drop_prob
+    mask = rng.random(x.shape[0]) < keep
+    scale = (mask / keep if keep > 0 else mask.astype(np.float64)).astype(x.dtype)
+    scale = scale.reshape((x.shape[0],) + (1,) * (x.ndim - 1))
+    return x * scale, DropPathCache(scale, x.shape, x.dtype)
+
+
+def drop_path_backward(dout: np.ndarray, cache: DropPathCache) -> np.ndarray:
+    """Returns dx = dout * m / keep (the same per-sample factor as the forward)."""
+    dout = check_grad_out("drop_path", dout, cache.shape, cache.dtype)
+    return dout.copy() if cache.scale is None else dout * cache.scale

@@ -1,0 +1,91 @@
+"""How c2f_numpy compares numbers: the one tolerance table, by dtype, and the error metric.
+
+The metric is the *scaled* max error ``max|a - b| / max|b|``: the largest absolute difference relative to the
+largest magnitude of the reference tensor. Elementwise relative error is meaningless for entries that are
+sums cancelling to near zero (a gradient entry of 1e-9 computed in a different summation order may differ by
+100% while the tensor is right to 1e-15); the scaled error stays meaningful for every entry.
+
+Why these numbers. Two correct implementations differ by rounding only, which grows with the length of the
+reductions and the depth of the computation: roughly eps * sqrt(terms) per reduction, compounded through the
+layers. float64 (eps 2.2e-16) leaves six orders of magnitude of room below 1e-10; float32 (eps 1.2e-7) leaves
+about three below 1e-4 at the reduction lengths the model has (up to 21*21 kernel taps, 1280 channels,
+N*H*W batch statistics). A wrong gradient rule, a transposed kernel or a wrong eps misses these by orders of
+magnitude, not by a factor of two.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# The tolerance table (scaled max error), one entry per dtype; everything that compares arrays reads it here.
+TOLERANCES: dict[str, float] = {
+    "float64": 1e-10,
+    "float32": 1e-4,
+}
+
+# Central differences in float64 with step h: truncation error ~h^2 * f''' and rounding ~eps * |f| / h; with
+# h = 1e-6 both are below 1e-9 of the directional derivative for the smooth ops here.
+FD_STEP = 1e-6
+FD_TOLERANCE = 1e-6
+
+
+def tolerance(dtype: np.dtype | type) -> float:
+    """The scaled-error tolerance for arrays of this dtype (the less precise of two dtypes when comparing)."""
+    name = np.dtype(dtype).name
+    if name not in TOLERANCES:
+        raise ValueError(f"no tolerance for dtype {name}; c2f_numpy computes in {sorted(TOLERANCES)}")
+    return TOLERANCES[name]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The result of comparing ``actual`` with ``expected``."""
+
+    name: str
+    max_abs: float
+    scale: float  # max |expected|
+    scaled: float  # max_abs / scale (max_abs when scale is 0)
+    tol: float
+
+    @property
+    def ok(self) -> bool:
+        return self.scaled <= self.tol
+
+    def __str__(self) -> str:
+        verdict = "OK" if self.ok else "NOT OK"
+        return (
+            f"{self.name:<28s} max abs err {self.max_abs:9.3e}  max|ref| {self.scale:9.3e}  "
+            f"scaled {self.scaled:9.3e}  tol {self.tol:.0e}  {verdict}"
+        )
+
+
+def compare(name: str, actual: np.ndarray, expected: np.ndarray, tol: float | None = None) -> Comparison:
+    """Compare two arrays of the same shape; ``tol`` defaults to the table entry of the less precise dtype.
+
+    A NaN or inf in either array (where the other has a different value) is never OK.
+    """
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    if actual.shape != expected.shape:
+        raise ValueError(f"{name}: shape {actual.shape} != expected shape {expected.shape}")
+    if tol is None:
+        tol = max(tolerance(actual.dtype), tolerance(expected.dtype))
+    a64, e64 = actual.astype(np.float64), expected.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        same = (a64 == e64) | (np.isnan(a64) & np.isnan(e64))
+        diff = np.where(same, 0.0, np.abs(a64 - e64))
+    diff = np.where(np.isnan(diff), np.inf, diff)
+    max_abs = float(diff.max()) if diff.size else 0.0
+    finite = e64[np.isfinite(e64)]
+    scale = float(np.abs(finite).max()) if finite.size else 0.0
+    scaled = max_abs / scale if scale > 0 else max_abs
+    return Comparison(name, max_abs, scale, scaled, tol)
+
+
+def assert_close(name: str, actual: np.ndarray, expected: np.ndarray, tol: float | None = None) -> Comparison:
+    """``compare`` and raise AssertionError with the full line when the arrays differ beyond ``tol``."""
+    result = compare(name, actual, expected, tol)
+    if not result.ok:
+        raise AssertionError(str(result))
+    return result
