@@ -11,6 +11,14 @@ layers. float64 (eps 2.2e-16) leaves six orders of magnitude of room below 1e-10
 about three below 1e-4 at the reduction lengths the model has (up to 21*21 kernel taps, 1280 channels,
 N*H*W batch statistics). A wrong gradient rule, a transposed kernel or a wrong eps misses these by orders of
 magnitude, not by a factor of two.
+
+float32 is judged against the float64 reference computed from the same (float32-rounded) inputs, not
+against another float32 implementation: where one library is exact and the other rounds (LayerNorm over one
+channel: ours gives dx = 0 exactly, PyTorch's float32 gives 5e-4), float32-vs-float32 would blame the exact
+one. One family of problems is ill-conditioned in float32 whoever computes it: a normalisation over exactly
+two values (LayerNorm with C = 2, BatchNorm with N*H*W = 2) is a sign function, and its backward is pure
+cancellation amplified by 1/sqrt(eps) (1000 at eps = 1e-6): both c2f_numpy and PyTorch are off by 1e-3 there.
+Such problems are checked in float64 and by finite differences, not in float32.
 """
 
 from __future__ import annotations
@@ -25,10 +33,12 @@ TOLERANCES: dict[str, float] = {
     "float32": 1e-4,
 }
 
-# Central differences in float64 with step h: truncation error ~h^2 * f''' and rounding ~eps * |f| / h; with
-# h = 1e-6 both are below 1e-9 of the directional derivative for the smooth ops here.
+# Central differences in float64 with step h: truncation error ~h^2 * f''' and rounding ~eps * |L| / h. The
+# directional derivative can be 1e-5 of the loss's scale (a LayerNorm over two channels is nearly a sign
+# function, its dx is tiny); there the quotient resolves 5-6 significant digits (observed worst 1.1e-6 on
+# hypothesis-drawn problems). A wrong gradient rule misses by 1e-2 or more (tests/test_gradcheck.py).
 FD_STEP = 1e-6
-FD_TOLERANCE = 1e-6
+FD_TOLERANCE = 1e-5
 
 
 def tolerance(dtype: np.dtype | type) -> float:
@@ -45,7 +55,7 @@ class Comparison:
 
     name: str
     max_abs: float
-    scale: float  # max |expected|
+    scale: float  # max(max |expected|, scale_floor)
     scaled: float  # max_abs / scale (max_abs when scale is 0)
     tol: float
 
@@ -61,9 +71,14 @@ class Comparison:
         )
 
 
-def compare(name: str, actual: np.ndarray, expected: np.ndarray, tol: float | None = None) -> Comparison:
+def compare(
+    name: str, actual: np.ndarray, expected: np.ndarray, tol: float | None = None, scale_floor: float = 0.0
+) -> Comparison:
     """Compare two arrays of the same shape; ``tol`` defaults to the table entry of the less precise dtype.
 
+    ``scale_floor`` is the smallest scale the error is measured against: when the tensors come from inputs of
+    a known magnitude (the tests use unit-scale inputs, floor 1), a tensor whose exact value is zero and whose
+    computed value is rounding noise (LayerNorm over one channel has dx = 0) is compared absolutely.
     A NaN or inf in either array (where the other has a different value) is never OK.
     """
     actual, expected = np.asarray(actual), np.asarray(expected)
@@ -78,14 +93,16 @@ def compare(name: str, actual: np.ndarray, expected: np.ndarray, tol: float | No
     diff = np.where(np.isnan(diff), np.inf, diff)
     max_abs = float(diff.max()) if diff.size else 0.0
     finite = e64[np.isfinite(e64)]
-    scale = float(np.abs(finite).max()) if finite.size else 0.0
+    scale = max(float(np.abs(finite).max()) if finite.size else 0.0, scale_floor)
     scaled = max_abs / scale if scale > 0 else max_abs
     return Comparison(name, max_abs, scale, scaled, tol)
 
 
-def assert_close(name: str, actual: np.ndarray, expected: np.ndarray, tol: float | None = None) -> Comparison:
+def assert_close(
+    name: str, actual: np.ndarray, expected: np.ndarray, tol: float | None = None, scale_floor: float = 0.0
+) -> Comparison:
     """``compare`` and raise AssertionError with the full line when the arrays differ beyond ``tol``."""
-    result = compare(name, actual, expected, tol)
+    result = compare(name, actual, expected, tol, scale_floor)
     if not result.ok:
         raise AssertionError(str(result))
     return result
