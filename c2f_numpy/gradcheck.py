@@ -25,7 +25,6 @@ import numpy as np
 
 from .testing import FD_STEP, FD_TOLERANCE
 
-
 # Rounding noise of the difference quotient, in units of eps * |L| / h: L is a sum of many rounded terms.
 _NOISE_ULPS = 100.0
 # Gradients are compared to unit-scale inputs; a directional derivative below this is zero for our purposes.
@@ -47,7 +46,7 @@ class GradCheck:
 
     def __str__(self) -> str:
         return (
-            f"{self.name:<16s} analytic {self.analytic:+.10e}  numeric {self.numeric:+.10e}  "
+            f"{self.name:<20s} analytic {self.analytic:+.10e}  numeric {self.numeric:+.10e}  "
             f"rel err {self.error:.2e}  {'OK' if self.ok else 'NOT OK'}"
         )
 
@@ -84,9 +83,7 @@ def directional_check(
     return results
 
 
-def numerical_gradient(
-    f: Callable[[np.ndarray], float], x: np.ndarray, h: float = FD_STEP
-) -> np.ndarray:
+def numerical_gradient(f: Callable[[np.ndarray], float], x: np.ndarray, h: float = FD_STEP) -> np.ndarray:
     """Every entry of df/dx by central differences (2 * x.size evaluations: for small tensors)."""
     grad = np.empty(x.shape, dtype=np.float64)
     xf = x.astype(np.float64)  # a copy we may perturb

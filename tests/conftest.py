@@ -6,6 +6,7 @@ Tolerances are not set here: they live in one place, :mod:`c2f_numpy.testing`.
 from __future__ import annotations
 
 import os
+
 import pytest
 from hypothesis import HealthCheck, settings
 

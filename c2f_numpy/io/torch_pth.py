@@ -408,9 +408,7 @@ def _rebuild_tensor_v3(
     return _tensor_from_storage(storage, storage_offset, size, stride, dtype.name, metadata)
 
 
-def _rebuild_parameter(
-    data: object, requires_grad: object = True, backward_hooks: object = None
-) -> np.ndarray:
+def _rebuild_parameter(data: object, requires_grad: object = True, backward_hooks: object = None) -> np.ndarray:
     """``torch._utils._rebuild_parameter``: an ``nn.Parameter`` is just its tensor here."""
     if not isinstance(data, np.ndarray):
         raise CheckpointError(f"nn.Parameter must wrap a tensor, got {type(data).__name__}")
@@ -717,9 +715,7 @@ _EMA_KEYS: Final = ("state_dict_ema", "model_ema")
 _MODULE_PREFIX: Final = "module."
 
 
-def _first_mapping(
-    obj: Mapping[Any, object], keys: tuple[str, ...]
-) -> tuple[str, Mapping[Any, object]] | None:
+def _first_mapping(obj: Mapping[Any, object], keys: tuple[str, ...]) -> tuple[str, Mapping[Any, object]] | None:
     """The first of ``keys`` whose value is a mapping, with that mapping."""
     for key in keys:
         value = obj.get(key)

@@ -6,6 +6,8 @@ exact:  y = x * Phi(x),  Phi(x) = (1 + erf(x / sqrt 2)) / 2 = erfc(-x / sqrt 2) 
         1e-4 at x = -7 in float64), erfc(-x / sqrt 2) keeps full relative precision there.
 tanh:   y = x/2 * (1 + tanh(u)),  u = sqrt(2/pi) * (x + 0.044715 x^3);
         dy/dx = (1 + t)/2 + x/2 * (1 - t^2) * sqrt(2/pi) * (1 + 3 * 0.044715 x^2),  t = tanh(u)
+        evaluated through s = sigmoid(2u) = (1 + t)/2 and 1 - t^2 = 4 s (1 - s): 1 + tanh(u) cancels for x < -4
+        the same way 1 + erf does.
 Conv2Former uses the exact form (torch.nn.GELU()); tanh is a common porting mistake, kept to study it.
 """
 
@@ -15,7 +17,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import erfc
+from scipy.special import erfc, expit
 
 from .checks import OpInputError, check_array, check_grad_out
 
@@ -41,7 +43,7 @@ def gelu_forward(x: np.ndarray, approximate: str = "none") -> tuple[np.ndarray, 
     if approximate == "none":
         y = 0.5 * x * erfc(-x * _SQRT_HALF)
     else:
-        y = 0.5 * x * (1.0 + np.tanh(_SQRT_2_OVER_PI * (x + _TANH_C * x**3)))
+        y = x * expit(2.0 * _SQRT_2_OVER_PI * (x + _TANH_C * x**3))
     return y.astype(x.dtype, copy=False), GeluCache(x, approximate)
 
 
@@ -52,6 +54,6 @@ def gelu_backward(dout: np.ndarray, cache: GeluCache) -> np.ndarray:
     if cache.approximate == "none":
         deriv = 0.5 * erfc(-x * _SQRT_HALF) + x * _INV_SQRT_2PI * np.exp(-0.5 * x * x)
     else:
-        t = np.tanh(_SQRT_2_OVER_PI * (x + _TANH_C * x**3))
-        deriv = 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * _SQRT_2_OVER_PI * (1.0 + 3.0 * _TANH_C * x * x)
+        s = expit(2.0 * _SQRT_2_OVER_PI * (x + _TANH_C * x**3))
+        deriv = s + 2.0 * x * s * (1.0 - s) * _SQRT_2_OVER_PI * (1.0 + 3.0 * _TANH_C * x * x)
     return (dout * deriv).astype(x.dtype, copy=False)

@@ -66,9 +66,7 @@ def check_array(
             raise OpInputError(f"{op}: {name} must have {dims} dims {layout}".rstrip() + f", got shape {x.shape}")
     if not x.flags.c_contiguous:
         what = "has negative strides" if any(s < 0 for s in x.strides) else "is not C-contiguous"
-        raise OpInputError(
-            f"{op}: {name} {what} (strides {x.strides}); pass np.ascontiguousarray({name}) instead"
-        )
+        raise OpInputError(f"{op}: {name} {what} (strides {x.strides}); pass np.ascontiguousarray({name}) instead")
     return x
 
 
@@ -90,7 +88,9 @@ def check_optional(
     return arr
 
 
-def check_param(op: str, name: str, x: object, expected: tuple[int, ...], dtype: np.dtype, layout: str = "") -> np.ndarray:
+def check_param(
+    op: str, name: str, x: object, expected: tuple[int, ...], dtype: np.dtype, layout: str = ""
+) -> np.ndarray:
     """Validate a required parameter array: exactly this shape and dtype."""
     arr = check_array(op, name, x, ndim=len(expected), layout=layout, dtype=dtype)
     check_shape(op, name, arr, expected, layout)
@@ -100,6 +100,16 @@ def check_param(op: str, name: str, x: object, expected: tuple[int, ...], dtype:
 def check_grad_out(op: str, dout: object, expected_shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     """Validate the upstream gradient handed to a backward: the forward output's shape and dtype."""
     return check_param(op + "_backward", "dout", dout, expected_shape, dtype)
+
+
+def check_same_size_depthwise(op: str, name: str, w: object, c: int) -> int:
+    """Require a depthwise (c, 1, k, k) kernel with k odd, so padding k // 2 keeps H and W; return k."""
+    if not isinstance(w, np.ndarray) or w.ndim != 4 or w.shape[:2] != (c, 1) or w.shape[2] != w.shape[3]:
+        raise OpInputError(f"{op}: {name} must be a depthwise kernel ({c}, 1, k, k), got {_shape(w)}")
+    k = int(w.shape[2])
+    if k % 2 == 0:
+        raise OpInputError(f"{op}: {name} must have an odd kernel size (padding k//2 keeps H, W), got k={k}")
+    return k
 
 
 def as_pair(op: str, name: str, v: int | Sequence[int], minimum: int) -> tuple[int, int]:

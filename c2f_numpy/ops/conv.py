@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .checks import OpInputError, as_pair, check_array, check_grad_out, check_optional, check_param
+from .checks import OpInputError, as_pair, check_array, check_grad_out, check_optional
 
 Padding = int | Sequence[int] | str
 """int p (all sides), (ph, pw), (top, bottom, left, right), "valid" (0) or "same" (stride 1 only; an even
@@ -53,11 +53,9 @@ def _resolve_padding(
         if len(pads) == 2:
             p = (pads[0], pads[0], pads[1], pads[1])
         elif len(pads) == 4:
-            p = pads  # type: ignore[assignment]
+            p = pads
         else:
-            raise OpInputError(
-                f"{op}: padding must be an int, (ph, pw) or (top, bottom, left, right), got {padding!r}"
-            )
+            raise OpInputError(f"{op}: padding must be an int, (ph, pw) or (top, bottom, left, right), got {padding!r}")
     if not all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 0 for v in p):
         raise OpInputError(f"{op}: padding must be non-negative ints, got {padding!r}")
     return int(p[0]), int(p[1]), int(p[2]), int(p[3])
@@ -148,12 +146,10 @@ def conv2d_forward(
     return out, Conv2dCache(xp, w, b is not None, (h, wd), pads, s, d, groups, (ho, wo))
 
 
-def conv2d_backward(
-    dout: np.ndarray, cache: Conv2dCache
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def conv2d_backward(dout: np.ndarray, cache: Conv2dCache) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Gradients of ``conv2d_forward``: returns (dx, dw, db); db is None when the forward had no bias."""
     xp, w = cache.xp, cache.w
-    n, c = xp.shape[:2]
+    n = xp.shape[0]
     co, cg, kh, kw = w.shape
     ho, wo = cache.out_hw
     dout = check_grad_out("conv2d", dout, (n, co, ho, wo), xp.dtype)
@@ -184,9 +180,7 @@ class Conv1x1Cache:
     has_bias: bool
 
 
-def conv1x1_forward(
-    x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None
-) -> tuple[np.ndarray, Conv1x1Cache]:
+def conv1x1_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> tuple[np.ndarray, Conv1x1Cache]:
     """Pointwise convolution as one GEMM per image: out[n] = W @ x[n].reshape(C_in, H*W) + b.
 
     Shapes: x (N, C_in, H, W), w (C_out, C_in, 1, 1) (checkpoint layout) or (C_out, C_in), b (C_out,)
@@ -209,9 +203,7 @@ def conv1x1_forward(
     return out.reshape(n, co, h, wd), Conv1x1Cache(x, w, b is not None)
 
 
-def conv1x1_backward(
-    dout: np.ndarray, cache: Conv1x1Cache
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def conv1x1_backward(dout: np.ndarray, cache: Conv1x1Cache) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """dx[n] = W^T @ dout[n];  dW = sum_n dout[n] @ x[n]^T;  db = sum over (n, h, w) of dout."""
     x, w = cache.x, cache.w
     n, c, h, wd = x.shape

@@ -42,7 +42,9 @@ def cross_entropy_forward(
         if not np.issubdtype(target.dtype, np.integer):
             raise OpDTypeError(f"{op}: class-index target must have an integer dtype, got {target.dtype}")
         if target.shape != (n,):
-            raise OpInputError(f"{op}: target must have shape ({n},) to match logits {logits.shape}, got {target.shape}")
+            raise OpInputError(
+                f"{op}: target must have shape ({n},) to match logits {logits.shape}, got {target.shape}"
+            )
         if target.min() < 0 or target.max() >= k:
             raise OpInputError(
                 f"{op}: class indices must be in [0, {k}), got min {target.min()} and max {target.max()}"
@@ -55,9 +57,10 @@ def cross_entropy_forward(
             raise OpInputError(f"{op}: probability target must have shape {logits.shape}, got {target.shape}")
         t = target
     q = (1.0 - label_smoothing) * t + label_smoothing / k
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    loss = float(-(q * logp).sum() / n)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite logits give a NaN loss, by design
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        loss = float(-(q * logp).sum() / n)
     return loss, CrossEntropyCache(np.exp(logp), q.astype(logits.dtype, copy=False))
 
 

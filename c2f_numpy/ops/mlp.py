@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .activation import GeluCache, gelu_backward, gelu_forward
-from .checks import OpInputError, check_array
+from .checks import check_array, check_same_size_depthwise
 from .composite import check_param_keys, with_bias
 from .conv import Conv1x1Cache, Conv2dCache, conv1x1_backward, conv1x1_forward, conv2d_backward, conv2d_forward
 from .norm import LayerNormCache, layer_norm_backward, layer_norm_forward
@@ -40,9 +40,7 @@ class PosResidualCache:
     act: GeluCache
 
 
-def pos_residual_forward(
-    h: np.ndarray, w: np.ndarray, b: np.ndarray | None
-) -> tuple[np.ndarray, PosResidualCache]:
+def pos_residual_forward(h: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, PosResidualCache]:
     """h + GELU(DWConv(h)), depthwise with odd kernel k and padding k//2 (k = 3 in Conv2Former).
 
     Shapes: h (N, C, H, W), w (C, 1, k, k), b (C,) -> out like h.
@@ -50,12 +48,7 @@ def pos_residual_forward(
     op = "pos_residual"
     h = check_array(op, "h", h, 4, "(N, C, H, W)")
     c = h.shape[1]
-    if not isinstance(w, np.ndarray) or w.ndim != 4 or w.shape[:2] != (c, 1) or w.shape[2] != w.shape[3]:
-        got = w.shape if isinstance(w, np.ndarray) else type(w).__name__
-        raise OpInputError(f"{op}: w must be a depthwise kernel ({c}, 1, k, k), got {got}")
-    k = w.shape[2]
-    if k % 2 == 0:
-        raise OpInputError(f"{op}: the kernel size must be odd (padding k//2 keeps H, W), got k={k}")
+    k = check_same_size_depthwise(op, "w", w, c)
     p, conv = conv2d_forward(h, w, b, padding=k // 2, groups=c)
     g, act = gelu_forward(p)
     return h + g, PosResidualCache(conv, act)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .activation import GeluCache, gelu_backward, gelu_forward
-from .checks import OpInputError, check_array
+from .checks import check_array, check_same_size_depthwise
 from .composite import check_param_keys, with_bias
 from .conv import Conv1x1Cache, Conv2dCache, conv1x1_backward, conv1x1_forward, conv2d_backward, conv2d_forward
 from .norm import LayerNormCache, layer_norm_backward, layer_norm_forward
@@ -63,18 +63,12 @@ def convmod_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np
     x = check_array(op, "x", x, 4, "(N, C, H, W)")
     check_param_keys(op, params, CONVMOD_KEYS)
     c = x.shape[1]
-    kw = params["att.2.weight"]
-    if not isinstance(kw, np.ndarray) or kw.ndim != 4 or kw.shape[:2] != (c, 1) or kw.shape[2] != kw.shape[3]:
-        got = kw.shape if isinstance(kw, np.ndarray) else type(kw).__name__
-        raise OpInputError(f"{op}: att.2.weight must be a depthwise kernel ({c}, 1, k, k), got {got}")
-    k = kw.shape[2]
-    if k % 2 == 0:
-        raise OpInputError(f"{op}: the depthwise kernel size must be odd (padding k//2 keeps H, W), got k={k}")
+    k = check_same_size_depthwise(op, "att.2.weight", params["att.2.weight"], c)
     p = params
     n_, ln = layer_norm_forward(x, p["norm.weight"], p["norm.bias"], eps=LN_EPS)
     h, c0 = conv1x1_forward(n_, p["att.0.weight"], p["att.0.bias"])
     g, act = gelu_forward(h)
-    a, c2 = conv2d_forward(g, kw, p["att.2.bias"], padding=k // 2, groups=c)
+    a, c2 = conv2d_forward(g, p["att.2.weight"], p["att.2.bias"], padding=k // 2, groups=c)
     v, cv = conv1x1_forward(n_, p["v.weight"], p["v.bias"])
     out, cp = conv1x1_forward(a * v, p["proj.weight"], p["proj.bias"])
     return out, ConvModCache(ln, c0, act, c2, cv, cp, a, v)

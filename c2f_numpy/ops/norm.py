@@ -56,9 +56,7 @@ def layer_norm_forward(
     return y, LayerNormCache(xhat, rstd, weight)
 
 
-def layer_norm_backward(
-    dout: np.ndarray, cache: LayerNormCache
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def layer_norm_backward(dout: np.ndarray, cache: LayerNormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Returns (dx, dweight, dbias); see the module docstring for dx."""
     xhat, rstd = cache.xhat, cache.rstd
     dout = check_grad_out("layer_norm", dout, xhat.shape, xhat.dtype)
@@ -149,9 +147,7 @@ def batch_norm2d_forward(
     return y, BatchNormCache(xhat, rstd, weight, training), new_stats
 
 
-def batch_norm2d_backward(
-    dout: np.ndarray, cache: BatchNormCache
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def batch_norm2d_backward(dout: np.ndarray, cache: BatchNormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Returns (dx, dweight, dbias). In eval mode the statistics are constants, so dx = dout * w * rstd."""
     xhat, rstd = cache.xhat, cache.rstd
     dout = check_grad_out("batch_norm2d", dout, xhat.shape, xhat.dtype)

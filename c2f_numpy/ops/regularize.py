@@ -69,8 +69,8 @@ def drop_path_forward(
             f"{op}: an active drop path needs rng=np.random.Generator (seeded), got {type(rng).__name__}"
         )
     keep = 1.0 - drop_prob
-    mask = rng.random(x.shape[0]) < keep
-    scale = (mask / keep if keep > 0 else mask.astype(np.float64)).astype(x.dtype)
+    mask = np.less(rng.random(x.shape[0]), keep).astype(x.dtype)
+    scale = mask / np.asarray(keep, dtype=x.dtype) if keep > 0 else mask  # drop_prob 1: nothing left to rescale
     scale = scale.reshape((x.shape[0],) + (1,) * (x.ndim - 1))
     return x * scale, DropPathCache(scale, x.shape, x.dtype)
 

@@ -66,6 +66,11 @@ def _rng(draw: st.DrawFn) -> np.random.Generator:
     return np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
 
 
+def _xwb(dx: Array, dw: Array, db: Array | None, x_name: str = "x") -> Grads:
+    """(dx, dw, db) of a layer with an optional bias, as grads named like the problem's arrays."""
+    return {x_name: dx, "w": dw} | ({"b": db} if db is not None else {})
+
+
 def _normal(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> Array:
     return rng.standard_normal(shape) * scale
 
@@ -113,7 +118,7 @@ def conv2d_problems(draw: st.DrawFn) -> Problem:
     n, h, w = draw(st.integers(1, 2)), draw(st.integers(1, 9)), draw(st.integers(1, 9))
     stride = draw(st.sampled_from([1, 1, 2, 3, (1, 2), (2, 1)]))
     dilation = draw(st.sampled_from([1, 1, 1, 2, (1, 2)]))
-    (sh, sw), (dh, dw) = _pair(stride), _pair(dilation)
+    dh, dw = _pair(dilation)
     # the least padding (per side, or in total for "four") that leaves a non-empty output
     need_h, need_w = max(0, dh * (kh - 1) + 1 - h), max(0, dw * (kw - 1) + 1 - w)
     mode = draw(st.sampled_from(["int", "pair", "four", "same", "valid"]))
@@ -140,8 +145,7 @@ def _run_conv2d(p: Problem) -> tuple[Array, Backward]:
     out, cache = ops.conv2d_forward(a["x"], a["w"], a.get("b"), **p.kwargs)
 
     def backward(dout: Array) -> Grads:
-        dx, dw, db = ops.conv2d_backward(dout, cache)
-        return {"x": dx, "w": dw} | ({"b": db} if db is not None else {})
+        return _xwb(*ops.conv2d_backward(dout, cache))
 
     return out, backward
 
@@ -186,8 +190,7 @@ def _run_conv1x1(p: Problem) -> tuple[Array, Backward]:
     out, cache = ops.conv1x1_forward(p.arrays["x"], p.arrays["w"], p.arrays.get("b"))
 
     def backward(dout: Array) -> Grads:
-        dx, dw, db = ops.conv1x1_backward(dout, cache)
-        return {"x": dx, "w": dw} | ({"b": db} if db is not None else {})
+        return _xwb(*ops.conv1x1_backward(dout, cache))
 
     return out, backward
 
@@ -212,8 +215,7 @@ def _run_linear(p: Problem) -> tuple[Array, Backward]:
     out, cache = ops.linear_forward(p.arrays["x"], p.arrays["w"], p.arrays.get("b"))
 
     def backward(dout: Array) -> Grads:
-        dx, dw, db = ops.linear_backward(dout, cache)
-        return {"x": dx, "w": dw} | ({"b": db} if db is not None else {})
+        return _xwb(*ops.linear_backward(dout, cache))
 
     return out, backward
 
@@ -288,8 +290,14 @@ def _run_batch_norm(p: Problem) -> tuple[Array, Backward]:
 def _torch_batch_norm(t: dict[str, torch.Tensor], p: Problem) -> torch.Tensor:
     s = _bn_stats(p)
     return F.batch_norm(
-        t["x"], torch.tensor(s.running_mean), torch.tensor(s.running_var), t["weight"], t["bias"],
-        training=p.kwargs["training"], momentum=p.kwargs["momentum"] or 0.1, eps=p.kwargs["eps"],
+        t["x"],
+        torch.tensor(s.running_mean),
+        torch.tensor(s.running_var),
+        t["weight"],
+        t["bias"],
+        training=p.kwargs["training"],
+        momentum=p.kwargs["momentum"] or 0.1,
+        eps=p.kwargs["eps"],
     )  # fmt: skip  (F.batch_norm has no cumulative mode; momentum only moves the stats, tested in test_norm.py)
 
 
@@ -453,8 +461,7 @@ def _run_pos_residual(p: Problem) -> tuple[Array, Backward]:
     out, cache = ops.pos_residual_forward(a["h"], a["w"], a["b"])
 
     def backward(dout: Array) -> Grads:
-        dh, dw, db = ops.pos_residual_backward(dout, cache)
-        return {"h": dh, "w": dw} | ({"b": db} if db is not None else {})
+        return _xwb(*ops.pos_residual_backward(dout, cache), x_name="h")
 
     return out, backward
 

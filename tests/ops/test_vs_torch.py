@@ -55,10 +55,11 @@ def check_against_torch(case: OpCase, problem: Problem, dtype: type) -> None:
     # float32: against the float64 reference on the same rounded inputs (see c2f_numpy.testing)
     truth = run_torch(case, p.astype(np.float64), r.astype(np.float64))
     for name in ours:
-        assert_close(f"{case.name} {name} (float32 vs float64 reference)", ours[name], truth[name],
-                     tol=tolerance(dtype), scale_floor=SCALE_FLOOR)  # fmt: skip
+        result = assert_close(f"{case.name} {name} (float32 vs float64 reference)", ours[name], truth[name],
+                              tol=tolerance(dtype), scale_floor=SCALE_FLOOR)  # fmt: skip
+        TORCH_DIFFS.add("float32 vs float64 reference", result.scaled, f"{case.name} {name}")
         direct = compare(f"{case.name} {name}", ours[name], theirs[name], scale_floor=SCALE_FLOOR)
-        TORCH_DIFFS.add(dt, direct.scaled, f"{case.name} {name}")
+        TORCH_DIFFS.add("float32 vs torch float32", direct.scaled, f"{case.name} {name}")
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
