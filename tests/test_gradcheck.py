@@ -84,5 +84,7 @@ def test_compare_flags_nan_inf_and_real_differences() -> None:
 
 def test_tolerance_table_is_the_one_place() -> None:
     assert tolerance(np.float64) == TOLERANCES["float64"] < tolerance(np.float32) == TOLERANCES["float32"]
+    assert tolerance(np.int64) == tolerance(np.bool_) == 0.0  # counters and labels match exactly
+    assert not compare("counter", np.array(3), np.array(4)).ok and compare("counter", np.array(3), np.array(3)).ok
     with pytest.raises(ValueError, match="no tolerance for dtype float16"):
         tolerance(np.float16)

@@ -1,9 +1,12 @@
-"""Reading model weights from files written by other frameworks.
+"""Reading and writing model weights, and writing files atomically.
 
 :mod:`c2f_numpy.io.torch_pth` reads ``torch.save`` checkpoints (zip format) into NumPy arrays without torch
-and without executing anything stored in the file.
+and without executing anything stored in the file. :mod:`c2f_numpy.io.weights` saves and loads state dicts
+as ``.npz`` or ``.safetensors`` (and loads ``.pth``). :mod:`c2f_numpy.io.atomic` replaces a file in one step,
+so a crash never leaves a half-written checkpoint, dump or metrics file.
 """
 
+from .atomic import atomic_open, atomic_write
 from .torch_pth import (
     CheckpointError,
     PickledNamespace,
@@ -14,14 +17,21 @@ from .torch_pth import (
     load_torch_checkpoint,
     read_torch_file,
 )
+from .weights import METADATA_KEY, WeightsFileError, load_weights, save_weights
 
 __all__ = [
+    "METADATA_KEY",
     "CheckpointError",
     "PickledNamespace",
     "TorchDtype",
     "TorchStorage",
     "TorchStorageType",
     "UnsafeCheckpointError",
+    "WeightsFileError",
+    "atomic_open",
+    "atomic_write",
     "load_torch_checkpoint",
+    "load_weights",
     "read_torch_file",
+    "save_weights",
 ]

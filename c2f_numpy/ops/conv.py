@@ -33,7 +33,7 @@ kernel puts the extra row/column at the bottom/right, as PyTorch does)."""
 NCHW = "(N, C, H, W)"
 
 
-def _resolve_padding(
+def resolve_padding(
     op: str, padding: Padding, k: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
 ) -> tuple[int, int, int, int]:
     """Return (top, bottom, left, right) padding."""
@@ -121,7 +121,7 @@ def conv2d_forward(
     b = check_optional(op, "b", b, (co,), x.dtype, "(C_out,)")
     s = as_pair(op, "stride", stride, 1)
     d = as_pair(op, "dilation", dilation, 1)
-    pads = _resolve_padding(op, padding, (kh, kw), s, d)
+    pads = resolve_padding(op, padding, (kh, kw), s, d)
     ho = conv_output_size(h, pads[0] + pads[1], kh, s[0], d[0])
     wo = conv_output_size(wd, pads[2] + pads[3], kw, s[1], d[1])
     if ho < 1 or wo < 1:

@@ -31,8 +31,11 @@ class Problem:
     arrays: dict[str, Array]
     aux: dict[str, Any] = field(default_factory=dict)
     kwargs: dict[str, Any] = field(default_factory=dict)
-    # a normalisation over exactly two values: float32 results are noise in every library (c2f_numpy.testing)
-    f32_ill_conditioned: bool = False
+    # A normalisation over exactly two values (LayerNorm with C = 2, BatchNorm over N*H*W = 2) is a sign
+    # function with near-singular points where the two values meet: float32 results there are noise in every
+    # library and central differences meet truncation errors of 1e5 times their rounding noise. Such problems
+    # are checked against PyTorch in float64 (agreement ~1e-12), not in float32 and not by finite differences.
+    two_value_norm: bool = False
 
     def astype(self, dtype: type) -> Problem:
         def cast(v: Any) -> Any:
@@ -231,7 +234,7 @@ def layer_norm_problems(draw: st.DrawFn) -> Problem:
     x = _normal(rng, draw(st.integers(1, 3)), c, *spatial, scale=draw(st.sampled_from([0.1, 1.0, 10.0])))
     x += _normal(rng, 1, c, *([1] * len(spatial)), scale=3.0)  # per-channel offsets: a mean worth removing
     arrays = {"x": x, "weight": _normal(rng, c), "bias": _normal(rng, c)}
-    return Problem(arrays, kwargs={"eps": draw(st.sampled_from([1e-6, 1e-5, 0.1]))}, f32_ill_conditioned=c == 2)
+    return Problem(arrays, kwargs={"eps": draw(st.sampled_from([1e-6, 1e-5, 0.1]))}, two_value_norm=c == 2)
 
 
 def _run_layer_norm(p: Problem) -> tuple[Array, Backward]:
@@ -258,7 +261,7 @@ def batch_norm_problem(
     stats = ops.BatchNormStats(_normal(rng, c), rng.uniform(0.5, 2.0, c), int(rng.integers(0, 5)))
     arrays = {"x": x, "weight": _normal(rng, c), "bias": _normal(rng, c)}
     kwargs = {"training": training, "momentum": momentum, "eps": 1e-5}
-    return Problem(arrays, {"stats": stats}, kwargs, f32_ill_conditioned=training and n * h * w == 2)
+    return Problem(arrays, {"stats": stats}, kwargs, two_value_norm=training and n * h * w == 2)
 
 
 @st.composite
@@ -418,7 +421,7 @@ def convmod_problem(rng: np.random.Generator, n: int, c: int, h: int, w: int, k:
         "proj.weight": (c, c, 1, 1), "proj.bias": (c,),
     }  # fmt: skip
     arrays = {"x": _normal(rng, n, c, h, w)} | {name: _normal(rng, *s) for name, s in shapes.items()}
-    return Problem(arrays, f32_ill_conditioned=c == 2)
+    return Problem(arrays, two_value_norm=c == 2)
 
 
 @st.composite
@@ -477,7 +480,7 @@ def mlp_problem(rng: np.random.Generator, n: int, c: int, h: int, w: int, ratio:
         "pos.weight": (hid, 1, 3, 3), "pos.bias": (hid,), "fc2.weight": (c, hid, 1, 1), "fc2.bias": (c,),
     }  # fmt: skip
     arrays = {"x": _normal(rng, n, c, h, w)} | {name: _normal(rng, *s) for name, s in shapes.items()}
-    return Problem(arrays, f32_ill_conditioned=c == 2)
+    return Problem(arrays, two_value_norm=c == 2)
 
 
 @st.composite

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from c2f_numpy.gradcheck import directional_check
@@ -40,7 +40,9 @@ def check_against_finite_differences(case: OpCase, problem: Problem) -> None:
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 @given(data=st.data())
 def test_backward_matches_finite_differences(case: OpCase, data: st.DataObject) -> None:
-    check_against_finite_differences(case, data.draw(case.problems, label="problem"))
+    problem = data.draw(case.problems, label="problem")
+    assume(not problem.two_value_norm)  # see Problem.two_value_norm: covered by the float64 torch check
+    check_against_finite_differences(case, problem)
 
 
 @pytest.mark.parametrize(("case", "name", "problem"), EDGE_CASES, ids=[f"{c.name}-{n}" for c, n, _ in EDGE_CASES])

@@ -38,3 +38,12 @@ def test_drop_path_one_drops_everything() -> None:
     y, cache = ops.drop_path_forward(x, 1.0, training=True, rng=np.random.default_rng(0))
     assert not y.any() and y.dtype == np.float32
     assert not ops.drop_path_backward(np.ones_like(x), cache).any()
+
+
+def test_drop_path_expectation_is_the_identity() -> None:
+    n, p = 40000, 0.4
+    row = np.random.default_rng(3).standard_normal((1, 3, 2, 2))
+    y, _ = ops.drop_path_forward(np.repeat(row, n, axis=0), p, training=True, rng=np.random.default_rng(4))
+    # per element, y = x * Bernoulli(keep) / keep has standard deviation |x| * sqrt(p / keep)
+    bound = 5 * np.abs(row[0]) * np.sqrt(p / (1 - p)) / np.sqrt(n)
+    assert (np.abs(y.mean(axis=0) - row[0]) < bound).all()

@@ -67,12 +67,12 @@ def check_against_torch(case: OpCase, problem: Problem, dtype: type) -> None:
 @given(data=st.data())
 def test_matches_torch(case: OpCase, dtype: type, data: st.DataObject) -> None:
     problem = data.draw(case.problems, label="problem")
-    assume(dtype is np.float64 or not problem.f32_ill_conditioned)
+    assume(dtype is np.float64 or not problem.two_value_norm)
     check_against_torch(case, problem, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize(("case", "name", "problem"), EDGE_CASES, ids=[f"{c.name}-{n}" for c, n, _ in EDGE_CASES])
 def test_matches_torch_edge_cases(case: OpCase, name: str, problem: Problem, dtype: type) -> None:
-    assert not problem.f32_ill_conditioned, "edge cases must be well-conditioned in both dtypes"
+    assert not problem.two_value_norm, "edge cases must be well-conditioned in both dtypes"
     check_against_torch(case, problem, dtype)

@@ -1,0 +1,305 @@
+"""Conv2Former, built as the official code builds it (github.com/HVision-NKU/Conv2Former, models/conv2former.py).
+
+    stem            conv3x3 s2 -> GELU -> BN -> conv3x3 -> GELU -> BN -> conv2x2 s2      downsample_layers.0.{0..6}
+    downsampling    LayerNorm -> conv2x2 s2 (with bias)                                  downsample_layers.{1,2,3}.{0,1}
+    stage i         depths[i] Blocks at width dims[i]                                     stages.i.j
+    Block           x = x + drop_path(layer_scale_1 * attn(x))                           attn = ConvMod
+                    x = x + drop_path(layer_scale_2 * mlp(x))                            mlp with its 3x3 pos conv
+    head            conv1x1 -> 1280, GELU, LayerNorm; global average pool; Linear        head.{0,2}, pred
+
+Where the paper's figure and the code differ (the stem, the MLP's 3x3 ``pos`` conv) the code wins: the
+released checkpoints follow it. Attribute names equal the official ones, so state-dict keys match.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .. import ops
+from ..nn import GELU, BatchNorm2d, Conv2d, LayerNorm, Linear, Module, ModuleList, Parameter, Sequential
+from ..nn.module import Shape
+from ..ops.checks import OpDTypeError, OpInputError, check_array
+
+HEAD_DIM = 1280
+LN_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One Conv2Former configuration: widths and depths of the four stages and the default kernel size."""
+
+    dims: tuple[int, ...]
+    depths: tuple[int, ...]
+    kernel_size: int
+    mlp_ratio: int = 4
+
+
+# The official variants (latest official code: N and B_22k use k=7, the others k=11).
+VARIANTS: dict[str, Variant] = {
+    "conv2former_n": Variant((64, 128, 256, 512), (2, 2, 8, 2), 7),
+    "conv2former_t": Variant((72, 144, 288, 576), (3, 3, 12, 3), 11),
+    "conv2former_s": Variant((72, 144, 288, 576), (4, 4, 32, 4), 11),
+    "conv2former_b": Variant((96, 192, 384, 768), (4, 4, 34, 4), 11),
+    "conv2former_b_22k": Variant((96, 192, 384, 768), (4, 4, 34, 4), 7),
+    "conv2former_l": Variant((128, 256, 512, 1024), (4, 4, 48, 4), 11),
+}
+
+
+class SpatialAttention(Module):
+    """Convolutional modulation (``attn``): out = proj(DWConv_k(GELU(att.0(LN x))) * v(LN x)).
+
+    The parameters live in child modules named as in the checkpoint; the math is ``ops.convmod``.
+    """
+
+    def __init__(self, dim: int, kernel_size: int, *, dtype: Any, rng: np.random.Generator) -> None:
+        super().__init__()
+        self.norm = LayerNorm(dim, LN_EPS, dtype=dtype)
+        self.att = Sequential(
+            Conv2d(dim, dim, 1, dtype=dtype, rng=rng),
+            GELU(),
+            Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim, dtype=dtype, rng=rng),
+        )
+        self.v = Conv2d(dim, dim, 1, dtype=dtype, rng=rng)
+        self.proj = Conv2d(dim, dim, 1, dtype=dtype, rng=rng)
+        self._cache: Any = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out, self._cache = ops.convmod_forward(x, self._param_arrays())
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx, grads = ops.convmod_backward(dout, self._need_cache(self._cache))
+        self._accumulate(grads)
+        return dx
+
+    def count_macs(self, shape: Shape) -> tuple[Shape, int]:
+        total = 0
+        for conv in (self.att, self.v, self.proj):
+            total += conv.count_macs(shape)[1]
+        return shape, total
+
+
+class MLP(Module):
+    """The MLP branch (``mlp``): fc2(h + GELU(pos(h))), h = GELU(fc1(LN x)); the math is ``ops.mlp``."""
+
+    def __init__(self, dim: int, mlp_ratio: int, *, dtype: Any, rng: np.random.Generator) -> None:
+        super().__init__()
+        hidden = dim * mlp_ratio
+        self.norm = LayerNorm(dim, LN_EPS, dtype=dtype)
+        self.fc1 = Conv2d(dim, hidden, 1, dtype=dtype, rng=rng)
+        self.pos = Conv2d(hidden, hidden, 3, padding=1, groups=hidden, dtype=dtype, rng=rng)
+        self.fc2 = Conv2d(hidden, dim, 1, dtype=dtype, rng=rng)
+        self._cache: Any = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        out, self._cache = ops.mlp_forward(x, self._param_arrays())
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx, grads = ops.mlp_backward(dout, self._need_cache(self._cache))
+        self._accumulate(grads)
+        return dx
+
+    def count_macs(self, shape: Shape) -> tuple[Shape, int]:
+        s1, m1 = self.fc1.count_macs(shape)
+        _, m2 = self.pos.count_macs(s1)
+        s3, m3 = self.fc2.count_macs(s1)
+        return s3, m1 + m2 + m3
+
+
+class Block(Module):
+    """x = x + drop_path(ls1 * attn(x)); x = x + drop_path(ls2 * mlp(x)). Drop path draws from ``rng``."""
+
+    def __init__(
+        self,
+        dim: int,
+        kernel_size: int,
+        mlp_ratio: int = 4,
+        drop_path: float = 0.0,
+        layer_scale_init_value: float = 1e-6,
+        *,
+        dtype: Any,
+        rng: np.random.Generator,
+        drop_path_rng: np.random.Generator,
+    ) -> None:
+        super().__init__()
+        self.attn = SpatialAttention(dim, kernel_size, dtype=dtype, rng=rng)
+        self.mlp = MLP(dim, mlp_ratio, dtype=dtype, rng=rng)
+        self.layer_scale_1 = Parameter(np.full(dim, layer_scale_init_value, dtype=dtype))
+        self.layer_scale_2 = Parameter(np.full(dim, layer_scale_init_value, dtype=dtype))
+        self.drop_path = drop_path
+        self.drop_path_rng = drop_path_rng
+        self._cache: Any = None
+
+    def _branch(self, x: np.ndarray, branch: Module, gamma: Parameter) -> tuple[np.ndarray, tuple]:
+        s, ls = ops.layer_scale_forward(branch(x), gamma.data)
+        out, dp = ops.drop_path_forward(s, self.drop_path, training=self.training, rng=self.drop_path_rng)
+        return out, (ls, dp)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        a, c1 = self._branch(x, self.attn, self.layer_scale_1)
+        h = x + a
+        m, c2 = self._branch(h, self.mlp, self.layer_scale_2)
+        self._cache = (c1, c2)
+        return h + m
+
+    def _branch_backward(self, dout: np.ndarray, cache: tuple, branch: Module, gamma: Parameter) -> np.ndarray:
+        ls, dp = cache
+        ds, dgamma = ops.layer_scale_backward(ops.drop_path_backward(dout, dp), ls)
+        gamma.accumulate(dgamma)
+        return branch.backward(ds)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        c1, c2 = self._need_cache(self._cache)
+        dh = dout + self._branch_backward(dout, c2, self.mlp, self.layer_scale_2)
+        return dh + self._branch_backward(dh, c1, self.attn, self.layer_scale_1)
+
+    def count_macs(self, shape: Shape) -> tuple[Shape, int]:
+        return shape, self.attn.count_macs(shape)[1] + self.mlp.count_macs(shape)[1]
+
+    def extra_repr(self) -> str:
+        return f"drop_path={self.drop_path:.4g}"
+
+
+class Conv2Former(Module):
+    """The Conv2Former network. Input (N, in_chans, H, W) in the model's dtype -> logits (N, num_classes).
+
+    ``seed`` fixes the initialisation; drop path draws its per-sample masks from ``drop_path_rng`` (a
+    ``np.random.Generator``, seeded from ``seed`` unless given), shared by all blocks in forward order.
+    """
+
+    def __init__(
+        self,
+        dims: tuple[int, ...] = (64, 128, 256, 512),
+        depths: tuple[int, ...] = (2, 2, 8, 2),
+        kernel_size: int = 7,
+        mlp_ratio: int = 4,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        drop_path_rate: float = 0.0,
+        layer_scale_init_value: float = 1e-6,
+        *,
+        dtype: Any = np.float32,
+        seed: int = 0,
+        drop_path_rng: np.random.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        dtype = np.dtype(dtype)
+        if dtype not in (np.float32, np.float64):
+            raise ValueError(f"Conv2Former: dtype must be float32 or float64, got {dtype}")
+        if len(dims) != len(depths) or not dims:
+            raise ValueError(f"Conv2Former: dims {dims} and depths {depths} must be non-empty and of equal length")
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"Conv2Former: kernel_size must be odd (padding k//2 keeps H, W), got {kernel_size}")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"Conv2Former: drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        self.dims, self.depths, self.kernel_size, self.mlp_ratio = tuple(dims), tuple(depths), kernel_size, mlp_ratio
+        self.in_chans, self.num_classes, self.dtype = in_chans, num_classes, dtype
+        rng = np.random.default_rng(seed)
+        self.drop_path_rng = drop_path_rng if drop_path_rng is not None else np.random.default_rng([seed, 1])
+        kw: dict[str, Any] = {"dtype": dtype, "rng": rng}
+
+        half = dims[0] // 2
+        self.downsample_layers = ModuleList()
+        self.downsample_layers.append(
+            Sequential(
+                Conv2d(in_chans, half, 3, stride=2, padding=1, bias=False, **kw),
+                GELU(),
+                BatchNorm2d(half, dtype=dtype),
+                Conv2d(half, half, 3, stride=1, padding=1, bias=False, **kw),
+                GELU(),
+                BatchNorm2d(half, dtype=dtype),
+                Conv2d(half, dims[0], 2, stride=2, bias=False, **kw),
+            )
+        )
+        for i in range(len(dims) - 1):
+            self.downsample_layers.append(
+                Sequential(LayerNorm(dims[i], LN_EPS, dtype=dtype), Conv2d(dims[i], dims[i + 1], 2, stride=2, **kw))
+            )
+        # Stochastic depth grows linearly with depth. The official code takes the rates from a float32
+        # torch.linspace, whose last bit depends on the CPU's vector width; exact float64 rates here.
+        rates = np.linspace(0.0, drop_path_rate, sum(depths))
+        self.stages = ModuleList()
+        cur = 0
+        for i, (dim, depth) in enumerate(zip(dims, depths, strict=True)):
+            blocks = [
+                Block(dim, kernel_size, mlp_ratio, float(rates[cur + j]), layer_scale_init_value,
+                      drop_path_rng=self.drop_path_rng, **kw)
+                for j in range(depth)
+            ]  # fmt: skip
+            self.stages.append(Sequential(*blocks))
+            cur += depths[i]
+        self.head = Sequential(Conv2d(dims[-1], HEAD_DIM, 1, **kw), GELU(), LayerNorm(HEAD_DIM, LN_EPS, dtype=dtype))
+        self.pred = Linear(HEAD_DIM, num_classes, **kw)
+        self._cache: Any = None
+
+    # ---------------------------------------------------------------------------------------------- compute
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Logits (N, num_classes) for images x (N, in_chans, H, W) of the model's dtype."""
+        self.check_input(x)
+        for down, stage in zip(self.downsample_layers, self.stages, strict=True):
+            x = stage(down(x))
+        x = self.head(x)
+        pooled, pool_cache = ops.global_avg_pool_forward(x)
+        self._cache = pool_cache
+        return self.pred(pooled)
+
+    def backward(self, dlogits: np.ndarray) -> np.ndarray:
+        """Gradient of the input image; parameter gradients accumulate into ``grads()``."""
+        pool_cache = self._need_cache(self._cache)
+        d = ops.global_avg_pool_backward(self.pred.backward(dlogits), pool_cache)
+        d = self.head.backward(d)
+        for down, stage in reversed(list(zip(self.downsample_layers, self.stages, strict=True))):
+            d = down.backward(stage.backward(d))
+        return d
+
+    def check_input(self, x: np.ndarray) -> None:
+        """Clear errors for images the network cannot take (dtype, channels, too small for stride 32)."""
+        name = type(self).__name__
+        if isinstance(x, np.ndarray) and x.dtype != self.dtype and x.dtype in (np.float32, np.float64):
+            raise OpDTypeError(
+                f"{name}: input is {x.dtype} but the model is {self.dtype}: pass x.astype(np.{self.dtype}) or "
+                f"build the model with dtype=np.{x.dtype}"
+            )
+        check_array(name, "x", x, 4, "(N, C, H, W)", dtype=self.dtype)
+        if x.shape[1] != self.in_chans:
+            raise OpInputError(f"{name}: expected {self.in_chans} input channels (in_chans), got shape {x.shape}")
+        try:
+            self.count_macs(x.shape)
+        except ValueError as err:
+            raise OpInputError(
+                f"{name}: a {x.shape[2]}x{x.shape[3]} image is too small: the network downsamples by 32 "
+                f"and a stage would be empty ({err})"
+            ) from None
+
+    def count_macs(self, shape: Shape) -> tuple[Shape, int]:
+        total = 0
+        for down, stage in zip(self.downsample_layers, self.stages, strict=True):
+            shape, m1 = down.count_macs(shape)
+            shape, m2 = stage.count_macs(shape)
+            total += m1 + m2
+        shape, m = self.head.count_macs(shape)
+        _, mp = self.pred.count_macs((shape[0], HEAD_DIM))
+        return (shape[0], self.num_classes), total + m + mp
+
+    # ---------------------------------------------------------------------------------------------- state
+    def _describe_mismatch(self, key: str, got: Shape, want: Shape) -> str:
+        if key.endswith("attn.att.2.weight") and len(got) == 4 and got[2:] != want[2:]:
+            return (
+                f"{key}: checkpoint has {got[2]}x{got[3]} depthwise kernels, the model was built for "
+                f"{want[2]}x{want[3]}: build it with kernel_size={got[2]}"
+            )
+        return super()._describe_mismatch(key, got, want)
+
+    def set_drop_path_rng(self, rng: np.random.Generator) -> None:
+        """Use ``rng`` for every block's drop-path masks (e.g. a generator restored from a checkpoint)."""
+        self.drop_path_rng = rng
+        for stage in self.stages:
+            for block in stage:
+                block.drop_path_rng = rng
+
+    def extra_repr(self) -> str:
+        return f"dims={self.dims}, depths={self.depths}, kernel_size={self.kernel_size}, dtype={self.dtype}"

@@ -1,0 +1,99 @@
+"""Whole-network parity with a PyTorch replica of the official model (tests/torch_reference.py).
+
+Both models get the same weights (randomised to O(1) layer scales and BatchNorm statistics, see
+c2f_numpy.testing.randomize_for_parity), the same non-square images, the same drop-path masks and the same
+upstream gradient. Compared tensor by tensor, llm.c style: logits, input gradient, every parameter gradient and,
+after a train-mode step, every BatchNorm buffer. float64 is compared with torch float64 at the table's float64
+tolerance (the issue asks for 1e-9; the table's 1e-10 is tighter); float32 is judged against the same float64
+reference at the float32 tolerance. Run with -s to see the tables; the worst figures are printed at the end.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import c2f_numpy as c2f
+from c2f_numpy.testing import Comparison, compare, randomize_for_parity
+
+from ..conftest import TORCH_DIFFS
+from ..torch_reference import build_torch_conv2former, set_drop_path_rng
+
+CONFIGS = [("n", 7), ("n", 11), ("n", 21), ("t", 7), ("t", 11), ("t", 21)]
+Tensors = dict[str, np.ndarray]
+
+
+def run_ours(model: c2f.Conv2Former, x: np.ndarray, dlogits: np.ndarray) -> Tensors:
+    model.set_drop_path_rng(np.random.default_rng(99))
+    out = {"logits": model(x.astype(model.dtype)), "input.grad": model.backward(dlogits.astype(model.dtype))}
+    out |= {f"{k}.grad": g for k, g in model.grads().items()}
+    return out | {k: v for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+
+
+def run_torch(model: torch.nn.Module, x: np.ndarray, dlogits: np.ndarray, dtype: torch.dtype) -> Tensors:
+    set_drop_path_rng(model, np.random.default_rng(99))
+    xt = torch.tensor(x, dtype=dtype, requires_grad=True)
+    logits = model(xt)
+    logits.backward(torch.tensor(dlogits, dtype=dtype))
+    out = {"logits": logits.detach().numpy(), "input.grad": xt.grad.numpy()}
+    out |= {f"{k}.grad": p.grad.numpy() for k, p in model.named_parameters()}
+    return out | {k: b.numpy() for k, b in model.named_buffers()}
+
+
+def build_pair(variant: str, k: int, training: bool, dtype: type) -> tuple[c2f.Conv2Former, torch.nn.Module]:
+    rate = 0.3 if training else 0.0
+    ours = c2f.create_model(variant, kernel_size=k, num_classes=10, dtype=np.float64, drop_path_rate=rate)
+    randomize_for_parity(ours, seed=k)
+    if dtype is np.float32:
+        state = ours.state_dict()
+        ours = c2f.create_model(variant, kernel_size=k, num_classes=10, dtype=np.float32, drop_path_rate=rate)
+        ours.load_state_dict(state)
+    tdtype = torch.float64 if dtype is np.float64 else torch.float32
+    theirs = build_torch_conv2former(variant, kernel_size=k, num_classes=10, drop_path_rate=rate, dtype=tdtype)
+    theirs.load_state_dict({key: torch.tensor(v) for key, v in ours.state_dict().items()}, strict=True)
+    # the replica takes its rates from a float32 torch.linspace as the official code does; its last bit depends
+    # on the CPU's vector width, so both sides use our exact float64 rates (a schedule, not the math under test)
+    pairs = zip([b for s in ours.stages for b in s], [b for s in theirs.stages for b in s], strict=True)
+    for a, b in pairs:
+        if a.drop_path > 0:
+            b.drop_path.drop_prob = a.drop_path
+    ours.train(training)
+    theirs.train(training)
+    return ours, theirs
+
+
+def report(title: str, results: list[Comparison]) -> None:
+    print(f"\n{title}: {len(results)} tensors, worst first")
+    for r in sorted(results, key=lambda r: -r.scaled)[:4]:
+        print("  " + str(r))
+    worst = max(results, key=lambda r: r.scaled)
+    TORCH_DIFFS.add(title, worst.scaled, worst.name)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize(("variant", "k"), CONFIGS, ids=[f"{v}-k{k}" for v, k in CONFIGS])
+def test_whole_network_matches_torch(variant: str, k: int, training: bool) -> None:
+    rng = np.random.default_rng(1)
+    x, dlogits = rng.standard_normal((2, 3, 64, 96)), rng.standard_normal((2, 10))
+    mode = "train" if training else "eval"
+    ours64, theirs64 = build_pair(variant, k, training, np.float64)
+    truth = run_torch(theirs64, x, dlogits, torch.float64)
+    mine64 = run_ours(ours64, x, dlogits)
+    assert set(mine64) == set(truth), set(mine64) ^ set(truth)
+    results64 = [compare(name, mine64[name], truth[name]) for name in truth]
+    report(f"model {variant.upper()} k={k:<2d} {mode:5s} float64 vs torch float64", results64)
+
+    ours32, theirs32 = build_pair(variant, k, training, np.float32)
+    mine32, peer32 = run_ours(ours32, x, dlogits), run_torch(theirs32, x, dlogits, torch.float32)
+    results32 = [compare(name, mine32[name], truth[name]) for name in truth]
+    report(f"model {variant.upper()} k={k:<2d} {mode:5s} float32 vs torch float64", results32)
+    report(
+        f"model {variant.upper()} k={k:<2d} {mode:5s} torch float32 vs float64",
+        [compare(name, peer32[name], truth[name]) for name in truth],
+    )  # fmt: skip  (for comparison only)
+
+    n_params = len(ours64.grads())
+    assert len(results64) == 2 + n_params + 6  # 2 BatchNorms x (running_mean, running_var, num_batches_tracked)
+    bad = [str(r) for r in results64 + results32 if not r.ok]
+    assert not bad, f"{len(bad)} tensors differ:\n" + "\n".join(bad)
