@@ -29,3 +29,12 @@ def test_demo_runs_and_every_gradient_checks(capsys) -> None:  # type: ignore[no
     assert demo.main(["--kernel", "7", "--size", "9", "--channels", "6"]) == 0
     out = capsys.readouterr().out
     assert "21/21 gradients OK" in out and "NOT OK" not in out
+
+
+def test_the_size_table_command(capsys) -> None:  # type: ignore[no-untyped-def]
+    from c2f_numpy.models.__main__ import main
+
+    main([])
+    out = capsys.readouterr().out
+    assert "| conv2former_n | 7 | 14.99M | 2.33G | 14.99M / 2.33G |" in out
+    assert "| conv2former_l | 11 | 198.89M | 36.04G | 198.89M / 36.04G |" in out

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import ops
-from ..nn import GELU, BatchNorm2d, Conv2d, LayerNorm, Linear, Module, ModuleList, Parameter, Sequential
+from ..nn import GELU, BatchNorm2d, Conv2d, LayerNorm, Linear, Module, ModuleList, Parameter, Sequential, emit
 from ..nn.module import Shape
 from ..ops.checks import OpDTypeError, OpInputError, check_array
 
@@ -67,7 +67,11 @@ class SpatialAttention(Module):
         self._cache: Any = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        out, self._cache = ops.convmod_forward(x, self._param_arrays())
+        out, c = ops.convmod_forward(x, self._param_arrays())
+        self._cache = c
+        for child, value in ((self.norm, c.att0.x), (self.att[0], c.act.x), (self.att[1], c.att2.x),
+                             (self.att[2], c.a), (self.att, c.a), (self.v, c.v), (self.proj, out)):  # fmt: skip
+            emit(child, value)  # the children's outputs, for an observer (a no-op otherwise)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
@@ -95,7 +99,10 @@ class MLP(Module):
         self._cache: Any = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        out, self._cache = ops.mlp_forward(x, self._param_arrays())
+        out, c = ops.mlp_forward(x, self._param_arrays())
+        self._cache = c
+        for child, value in ((self.norm, c.fc1.x), (self.fc1, c.act.x), (self.pos, c.pos.act.x), (self.fc2, out)):
+            emit(child, value)  # the children's outputs (pos: the conv, before its GELU and the residual)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:

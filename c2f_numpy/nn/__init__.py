@@ -1,7 +1,7 @@
 """Stateful modules (parameters, buffers, gradients) that compose the ops: the PyTorch-like layer."""
 
 from .layers import GELU, BatchNorm2d, Conv2d, LayerNorm, Linear, ModuleList, Sequential
-from .module import LoadReport, Module, Parameter, StateDictError
+from .module import LoadReport, Module, Parameter, StateDictError, emit, observe
 
 __all__ = [
     "GELU",
@@ -15,4 +15,6 @@ __all__ = [
     "Parameter",
     "Sequential",
     "StateDictError",
+    "emit",
+    "observe",
 ]

@@ -12,13 +12,44 @@ module's own parameters, then its buffers, then its children in assignment order
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 Shape = tuple[int, ...]
+Observer = Callable[[str, np.ndarray], None]
+
+# (module id -> name, observer) while an ``observe`` block is active; None otherwise (the common, free case).
+_observation: tuple[dict[int, str], Observer] | None = None
+
+
+@contextmanager
+def observe(model: Module, observer: Observer) -> Iterator[None]:
+    """Call ``observer(name, output)`` for the output of every module of ``model`` during forwards in the block.
+
+    Names are those of ``model.named_modules()`` (the model itself is ""); children report before their
+    parent, as PyTorch forward hooks do. Composite modules whose math runs in one op (ConvMod, the MLP) report
+    their children's outputs from the op's cache. The arrays are the model's own: copy them to keep them.
+    """
+    global _observation
+    previous = _observation
+    _observation = ({id(m): name for name, m in model.named_modules()}, observer)
+    try:
+        yield
+    finally:
+        _observation = previous
+
+
+def emit(module: Module, output: np.ndarray) -> None:
+    """Report ``module``'s output to the active observer, if any."""
+    if _observation is not None:
+        names, observer = _observation
+        name = names.get(id(module))
+        if name is not None:
+            observer(name, output)
 
 
 class Parameter:
@@ -201,7 +232,9 @@ class Module:
         raise NotImplementedError
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.forward(x)
+        out = self.forward(x)
+        emit(self, out)
+        return out
 
     def count_macs(self, shape: Shape) -> tuple[Shape, int]:
         """(output shape, multiply-accumulates of convolutions and linear layers) for an input shape."""

@@ -78,6 +78,13 @@ class Conv2dCache:
     groups: int
     out_hw: tuple[int, int]
 
+    @property
+    def x(self) -> np.ndarray:
+        """The forward's input (a view into the padded copy)."""
+        pt, _, pl, _ = self.pads
+        h, w = self.x_hw
+        return self.xp[:, :, pt : pt + h, pl : pl + w]
+
 
 def _tap(
     xg: np.ndarray, i: int, j: int, out_hw: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]

@@ -211,3 +211,26 @@ def test_block_drop_path_expectation_matches_eval() -> None:
     assert np.abs(branch).min() > 1e-3  # O(1) branch: kept and dropped samples are told apart below
     dropped = np.isclose(y[:, 0, 0, 0], x[0, 0, 0, 0], rtol=0, atol=1e-9)
     assert 0.48 < dropped.mean() < 0.52
+
+
+def test_observe_reports_every_module_output_by_name_in_forward_order() -> None:
+    from c2f_numpy.nn import observe
+
+    m = tiny()
+    randomize_for_parity(m)
+    seen: list[tuple[str, tuple[int, ...]]] = []
+    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32))
+    with observe(m, lambda name, out: seen.append((name, out.shape))):
+        logits = m(x)
+    names = [n for n, _ in seen]
+    want = {name for name, _ in m.named_modules()} - {"downsample_layers", "stages"}  # lists, never called
+    assert set(names) == want and len(names) == len(want)
+    # children before parents, stages in order, the ConvMod internals with the right shapes
+    assert names.index("stages.0.0.attn.att.0") < names.index("stages.0.0.attn") < names.index("stages.0.0")
+    assert names.index("stages.0") < names.index("downsample_layers.1") < names.index("head") < names.index("pred")
+    assert names[-1] == ""  # the model itself, last
+    shapes = dict(seen)
+    assert shapes["stages.0.0.attn.att.1"] == shapes["stages.0.0.attn.v"] == (2, 4, 8, 8)
+    assert shapes["stages.0.0.mlp.pos"] == (2, 16, 8, 8) and shapes[""] == logits.shape
+    m(x)  # outside the block: nothing reported
+    assert len(seen) == len(names)
