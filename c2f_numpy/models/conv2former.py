@@ -25,6 +25,9 @@ from ..ops.checks import OpDTypeError, OpInputError, check_array
 
 HEAD_DIM = 1280
 LN_EPS = 1e-6
+# backend -> (op namespace, activation layout). "numba" is the fast copy (c2f_numpy.kernels), "numpy" the
+# readable teaching copy (c2f_numpy.ops); both take and return NCHW at the model's boundary.
+BACKENDS = ("numba", "numpy")
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ class SpatialAttention(Module):
         self._cache: Any = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        out, c = ops.convmod_forward(x, self._param_arrays())
+        out, c = self.F.convmod_forward(x, self._param_arrays())
         self._cache = c
         for child, value in ((self.norm, c.att0.x), (self.att[0], c.act.x), (self.att[1], c.att2.x),
                              (self.att[2], c.a), (self.att, c.a), (self.v, c.v), (self.proj, out)):  # fmt: skip
@@ -75,7 +78,7 @@ class SpatialAttention(Module):
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        dx, grads = ops.convmod_backward(dout, self._need_cache(self._cache))
+        dx, grads = self.F.convmod_backward(dout, self._need_cache(self._cache))
         self._accumulate(grads)
         return dx
 
@@ -99,14 +102,14 @@ class MLP(Module):
         self._cache: Any = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        out, c = ops.mlp_forward(x, self._param_arrays())
+        out, c = self.F.mlp_forward(x, self._param_arrays())
         self._cache = c
         for child, value in ((self.norm, c.fc1.x), (self.fc1, c.act.x), (self.pos, c.pos.act.x), (self.fc2, out)):
             emit(child, value)  # the children's outputs (pos: the conv, before its GELU and the residual)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        dx, grads = ops.mlp_backward(dout, self._need_cache(self._cache))
+        dx, grads = self.F.mlp_backward(dout, self._need_cache(self._cache))
         self._accumulate(grads)
         return dx
 
@@ -142,8 +145,8 @@ class Block(Module):
         self._cache: Any = None
 
     def _branch(self, x: np.ndarray, branch: Module, gamma: Parameter) -> tuple[np.ndarray, tuple]:
-        s, ls = ops.layer_scale_forward(branch(x), gamma.data)
-        out, dp = ops.drop_path_forward(s, self.drop_path, training=self.training, rng=self.drop_path_rng)
+        s, ls = self.F.layer_scale_forward(branch(x), gamma.data)
+        out, dp = self.F.drop_path_forward(s, self.drop_path, training=self.training, rng=self.drop_path_rng)
         return out, (ls, dp)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -155,7 +158,7 @@ class Block(Module):
 
     def _branch_backward(self, dout: np.ndarray, cache: tuple, branch: Module, gamma: Parameter) -> np.ndarray:
         ls, dp = cache
-        ds, dgamma = ops.layer_scale_backward(ops.drop_path_backward(dout, dp), ls)
+        ds, dgamma = self.F.layer_scale_backward(self.F.drop_path_backward(dout, dp), ls)
         gamma.accumulate(dgamma)
         return branch.backward(ds)
 
@@ -192,6 +195,7 @@ class Conv2Former(Module):
         dtype: Any = np.float32,
         seed: int = 0,
         drop_path_rng: np.random.Generator | None = None,
+        backend: str = "numba",
     ) -> None:
         super().__init__()
         dtype = np.dtype(dtype)
@@ -242,26 +246,42 @@ class Conv2Former(Module):
         self.head = Sequential(Conv2d(dims[-1], HEAD_DIM, 1, **kw), GELU(), LayerNorm(HEAD_DIM, LN_EPS, dtype=dtype))
         self.pred = Linear(HEAD_DIM, num_classes, **kw)
         self._cache: Any = None
+        self.set_backend(backend)
+
+    def set_backend(self, backend: str) -> Conv2Former:
+        """ "numba" (default: the Numba kernels, channels-last inside) or "numpy" (the readable teaching copy)."""
+        if backend == "numba":
+            from ..kernels import nhwc
+
+            self.set_ops(nhwc, "NHWC")
+        elif backend == "numpy":
+            self.set_ops(ops, "NCHW")
+        else:
+            raise ValueError(f"Conv2Former: backend must be one of {BACKENDS}, got {backend!r}")
+        self.backend = backend
+        return self
 
     # ---------------------------------------------------------------------------------------------- compute
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Logits (N, num_classes) for images x (N, in_chans, H, W) of the model's dtype."""
         self.check_input(x)
+        if self.layout == "NHWC":  # the one layout conversion of the forward
+            x = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
         for down, stage in zip(self.downsample_layers, self.stages, strict=True):
             x = stage(down(x))
         x = self.head(x)
-        pooled, pool_cache = ops.global_avg_pool_forward(x)
+        pooled, pool_cache = self.F.global_avg_pool_forward(x)
         self._cache = pool_cache
         return self.pred(pooled)
 
     def backward(self, dlogits: np.ndarray) -> np.ndarray:
         """Gradient of the input image; parameter gradients accumulate into ``grads()``."""
         pool_cache = self._need_cache(self._cache)
-        d = ops.global_avg_pool_backward(self.pred.backward(dlogits), pool_cache)
+        d = self.F.global_avg_pool_backward(self.pred.backward(dlogits), pool_cache)
         d = self.head.backward(d)
         for down, stage in reversed(list(zip(self.downsample_layers, self.stages, strict=True))):
             d = down.backward(stage.backward(d))
-        return d
+        return np.ascontiguousarray(d.transpose(0, 3, 1, 2)) if self.layout == "NHWC" else d
 
     def check_input(self, x: np.ndarray) -> None:
         """Clear errors for images the network cannot take (dtype, channels, too small for stride 32)."""
@@ -309,4 +329,7 @@ class Conv2Former(Module):
                 block.drop_path_rng = rng
 
     def extra_repr(self) -> str:
-        return f"dims={self.dims}, depths={self.depths}, kernel_size={self.kernel_size}, dtype={self.dtype}"
+        return (
+            f"dims={self.dims}, depths={self.depths}, kernel_size={self.kernel_size}, dtype={self.dtype}, "
+            f"backend={self.backend!r}"
+        )

@@ -50,16 +50,16 @@ class Conv2d(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
         b = self.bias.data if self.bias is not None else None
         if self.pointwise:
-            out, self._cache = ops.conv1x1_forward(x, self.weight.data, b)
+            out, self._cache = self.F.conv1x1_forward(x, self.weight.data, b)
         else:
-            out, self._cache = ops.conv2d_forward(
+            out, self._cache = self.F.conv2d_forward(
                 x, self.weight.data, b, stride=self.stride, padding=self.padding, groups=self.groups
             )
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         cache = self._need_cache(self._cache)
-        back = ops.conv1x1_backward if self.pointwise else ops.conv2d_backward
+        back = self.F.conv1x1_backward if self.pointwise else self.F.conv2d_backward
         dx, dw, db = back(dout, cache)
         self.weight.accumulate(dw)
         if self.bias is not None and db is not None:
@@ -104,11 +104,11 @@ class Linear(Module):
         self._cache: Any = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        out, self._cache = ops.linear_forward(x, self.weight.data, self.bias.data if self.bias is not None else None)
+        out, self._cache = self.F.linear_forward(x, self.weight.data, self.bias.data if self.bias is not None else None)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        dx, dw, db = ops.linear_backward(dout, self._need_cache(self._cache))
+        dx, dw, db = self.F.linear_backward(dout, self._need_cache(self._cache))
         self.weight.accumulate(dw)
         if self.bias is not None and db is not None:
             self.bias.accumulate(db)
@@ -133,11 +133,11 @@ class LayerNorm(Module):
         self._cache: Any = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        out, self._cache = ops.layer_norm_forward(x, self.weight.data, self.bias.data, self.eps)
+        out, self._cache = self.F.layer_norm_forward(x, self.weight.data, self.bias.data, self.eps)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        dx, dw, db = ops.layer_norm_backward(dout, self._need_cache(self._cache))
+        dx, dw, db = self.F.layer_norm_backward(dout, self._need_cache(self._cache))
         self.weight.accumulate(dw)
         self.bias.accumulate(db)
         return dx
@@ -167,7 +167,7 @@ class BatchNorm2d(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         stats = ops.BatchNormStats(self.running_mean, self.running_var, int(self.num_batches_tracked))
-        out, self._cache, new = ops.batch_norm2d_forward(
+        out, self._cache, new = self.F.batch_norm2d_forward(
             x, self.weight.data, self.bias.data, stats, training=self.training, momentum=self.momentum, eps=self.eps
         )
         if self.training:  # write in place, so arrays handed out earlier (e.g. to an optimizer) stay valid
@@ -177,7 +177,7 @@ class BatchNorm2d(Module):
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        dx, dw, db = ops.batch_norm2d_backward(dout, self._need_cache(self._cache))
+        dx, dw, db = self.F.batch_norm2d_backward(dout, self._need_cache(self._cache))
         self.weight.accumulate(dw)
         self.bias.accumulate(db)
         return dx
@@ -195,11 +195,11 @@ class GELU(Module):
         self._cache: Any = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        out, self._cache = ops.gelu_forward(x, self.approximate)
+        out, self._cache = self.F.gelu_forward(x, self.approximate)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        return ops.gelu_backward(dout, self._need_cache(self._cache))
+        return self.F.gelu_backward(dout, self._need_cache(self._cache))
 
     def extra_repr(self) -> str:
         return "" if self.approximate == "none" else f"approximate={self.approximate!r}"

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from .. import ops
+
 Shape = tuple[int, ...]
 Observer = Callable[[str, np.ndarray], None]
 
@@ -44,12 +46,12 @@ def observe(model: Module, observer: Observer) -> Iterator[None]:
 
 
 def emit(module: Module, output: np.ndarray) -> None:
-    """Report ``module``'s output to the active observer, if any."""
+    """Report ``module``'s output to the active observer, if any (always in NCHW, whatever the backend)."""
     if _observation is not None:
         names, observer = _observation
         name = names.get(id(module))
         if name is not None:
-            observer(name, output)
+            observer(name, output.transpose(0, 3, 1, 2) if module.layout == "NHWC" and output.ndim == 4 else output)
 
 
 class Parameter:
@@ -104,6 +106,8 @@ class Module:
     """Base class: parameter/buffer registry, train/eval mode, state dicts and gradients."""
 
     training: bool
+    F: Any  # the op namespace the module computes with: c2f_numpy.ops (NCHW) or c2f_numpy.kernels.nhwc (NHWC)
+    layout: str  # "NCHW" or "NHWC": the layout of the activations it takes and returns
     _parameters: dict[str, Parameter]
     _buffers: dict[str, np.ndarray]
     _modules: dict[str, Module]
@@ -113,6 +117,8 @@ class Module:
         object.__setattr__(self, "_buffers", {})
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "training", True)
+        object.__setattr__(self, "F", ops)
+        object.__setattr__(self, "layout", "NCHW")
 
     def __setattr__(self, name: str, value: Any) -> None:
         if isinstance(value, Parameter):
@@ -208,6 +214,12 @@ class Module:
 
     def eval(self) -> Module:
         return self.train(False)
+
+    def set_ops(self, namespace: Any, layout: str) -> None:
+        """Compute with ``namespace`` (ops or kernels.nhwc) on activations in ``layout``, for all submodules."""
+        for _, module in self.named_modules():
+            object.__setattr__(module, "F", namespace)
+            object.__setattr__(module, "layout", layout)
 
     def zero_grad(self) -> None:
         for p in self.parameters():

@@ -5,7 +5,8 @@ c2f_numpy.testing.randomize_for_parity), the same non-square images, the same dr
 upstream gradient. Compared tensor by tensor, llm.c style: logits, input gradient, every parameter gradient and,
 after a train-mode step, every BatchNorm buffer. float64 is compared with torch float64 at the table's float64
 tolerance (the issue asks for 1e-9; the table's 1e-10 is tighter); float32 is judged against the same float64
-reference at the float32 tolerance. Run with -s to see the tables; the worst figures are printed at the end.
+reference at the float32 tolerance. Both backends are checked: "numba" (the fast copy, the default) and "numpy"
+(the teaching copy). Run with -s to see the tables; the worst figures are printed at the end.
 """
 
 from __future__ import annotations
@@ -41,13 +42,16 @@ def run_torch(model: torch.nn.Module, x: np.ndarray, dlogits: np.ndarray, dtype:
     return out | {k: b.numpy() for k, b in model.named_buffers()}
 
 
-def build_pair(variant: str, k: int, training: bool, dtype: type) -> tuple[c2f.Conv2Former, torch.nn.Module]:
+def build_pair(
+    variant: str, k: int, training: bool, dtype: type, backend: str
+) -> tuple[c2f.Conv2Former, torch.nn.Module]:
     rate = 0.3 if training else 0.0
-    ours = c2f.create_model(variant, kernel_size=k, num_classes=10, dtype=np.float64, drop_path_rate=rate)
+    kw = dict(kernel_size=k, num_classes=10, drop_path_rate=rate, backend=backend)
+    ours = c2f.create_model(variant, dtype=np.float64, **kw)
     randomize_for_parity(ours, seed=k)
     if dtype is np.float32:
         state = ours.state_dict()
-        ours = c2f.create_model(variant, kernel_size=k, num_classes=10, dtype=np.float32, drop_path_rate=rate)
+        ours = c2f.create_model(variant, dtype=np.float32, **kw)
         ours.load_state_dict(state)
     tdtype = torch.float64 if dtype is np.float64 else torch.float32
     theirs = build_torch_conv2former(variant, kernel_size=k, num_classes=10, drop_path_rate=rate, dtype=tdtype)
@@ -71,27 +75,27 @@ def report(title: str, results: list[Comparison]) -> None:
     TORCH_DIFFS.add(title, worst.scaled, worst.name)
 
 
+@pytest.mark.parametrize("backend", ["numba", "numpy"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize(("variant", "k"), CONFIGS, ids=[f"{v}-k{k}" for v, k in CONFIGS])
-def test_whole_network_matches_torch(variant: str, k: int, training: bool) -> None:
+def test_whole_network_matches_torch(variant: str, k: int, training: bool, backend: str) -> None:
     rng = np.random.default_rng(1)
     x, dlogits = rng.standard_normal((2, 3, 64, 96)), rng.standard_normal((2, 10))
-    mode = "train" if training else "eval"
-    ours64, theirs64 = build_pair(variant, k, training, np.float64)
+    title = f"model {variant.upper()} k={k:<2d} {'train' if training else 'eval':5s} {backend:5s}"
+    ours64, theirs64 = build_pair(variant, k, training, np.float64, backend)
     truth = run_torch(theirs64, x, dlogits, torch.float64)
     mine64 = run_ours(ours64, x, dlogits)
     assert set(mine64) == set(truth), set(mine64) ^ set(truth)
     results64 = [compare(name, mine64[name], truth[name]) for name in truth]
-    report(f"model {variant.upper()} k={k:<2d} {mode:5s} float64 vs torch float64", results64)
-
-    ours32, theirs32 = build_pair(variant, k, training, np.float32)
-    mine32, peer32 = run_ours(ours32, x, dlogits), run_torch(theirs32, x, dlogits, torch.float32)
-    results32 = [compare(name, mine32[name], truth[name]) for name in truth]
-    report(f"model {variant.upper()} k={k:<2d} {mode:5s} float32 vs torch float64", results32)
-    report(
-        f"model {variant.upper()} k={k:<2d} {mode:5s} torch float32 vs float64",
-        [compare(name, peer32[name], truth[name]) for name in truth],
-    )  # fmt: skip  (for comparison only)
+    report(f"{title} float64 vs torch float64", results64)
+    results32 = []
+    if backend == "numba":  # float32 is the fast path's working precision (the teaching ops: tests/ops)
+        ours32, theirs32 = build_pair(variant, k, training, np.float32, backend)
+        mine32, peer32 = run_ours(ours32, x, dlogits), run_torch(theirs32, x, dlogits, torch.float32)
+        results32 = [compare(name, mine32[name], truth[name]) for name in truth]
+        report(f"{title} float32 vs torch float64", results32)
+        peer = [compare(name, peer32[name], truth[name]) for name in truth]
+        report(f"{title} torch float32 vs float64", peer)  # for comparison only
 
     n_params = len(ours64.grads())
     assert len(results64) == 2 + n_params + 6  # 2 BatchNorms x (running_mean, running_var, num_batches_tracked)

@@ -1,0 +1,8 @@
+"""The fast copy: Numba kernels and channels-last (NHWC) twins of every op in :mod:`c2f_numpy.ops`.
+
+``from c2f_numpy.kernels import nhwc`` gives the op namespace the model uses by default (``backend="numba"``).
+"""
+
+from . import nhwc
+
+__all__ = ["nhwc"]

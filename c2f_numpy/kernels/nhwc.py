@@ -1,0 +1,414 @@
+"""The fast copy of the ops: the same names and signatures as :mod:`c2f_numpy.ops`, arrays channels-last.
+
+Activations are (N, H, W, C); weights stay in the checkpoint layout ((C_out, C_in/groups, kH, kW)) and are
+rearranged here (they are small). What runs where:
+
+* 1x1 convolutions and the dense convolutions of the stem and downsampling layers are one GEMM each over all
+  N*H*W pixels (BLAS); the dense kxk case gathers its k*k taps first (im2col; k <= 3 here).
+* depthwise convolutions, LayerNorm and GELU are Numba kernels (:mod:`.depthwise`, :mod:`.elementwise`).
+* ops that do not depend on the layout (linear, drop path, cross-entropy) are the teaching copy's own.
+
+Every op is checked against its teaching twin in tests/kernels (same inputs, transposed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import ops
+from ..ops.checks import OpInputError, as_pair, check_array, check_grad_out, check_optional, check_param
+from ..ops.composite import check_param_keys, with_bias
+from ..ops.conv import Padding, conv_output_size, resolve_padding
+from ..ops.mlp import MLP_KEYS
+from ..ops.modulation import CONVMOD_KEYS
+from ..ops.norm import BatchNormStats
+from .depthwise import depthwise_backward, depthwise_forward
+from .elementwise import gelu_flat, gelu_flat_backward, layer_norm_rows, layer_norm_rows_backward
+
+NHWC = "(N, H, W, C)"
+LN_EPS = 1e-6
+
+# Layout-free ops: the teaching copy's own functions.
+linear_forward, linear_backward = ops.linear_forward, ops.linear_backward
+drop_path_forward, drop_path_backward = ops.drop_path_forward, ops.drop_path_backward
+cross_entropy_forward, cross_entropy_backward = ops.cross_entropy_forward, ops.cross_entropy_backward
+
+
+# --------------------------------------------------------------------------------------------- convolutions
+@dataclass(frozen=True)
+class Conv2dCache:
+    x: np.ndarray  # the input (depthwise) or the gathered taps (N*Ho*Wo, kh*kw*C_in) (dense)
+    w: np.ndarray
+    has_bias: bool
+    x_shape: tuple[int, ...]
+    pads: tuple[int, int, int, int]
+    stride: tuple[int, int]
+    depthwise: bool
+    out_shape: tuple[int, ...]
+
+
+def conv2d_forward(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None = None,
+    *,
+    stride: int | Sequence[int] = 1,
+    padding: Padding = 0,
+    dilation: int | Sequence[int] = 1,
+    groups: int = 1,
+) -> tuple[np.ndarray, Conv2dCache]:
+    """Channels-last ``conv2d``: x (N, H, W, C_in), w (C_out, C_in/groups, kH, kW) -> (N, H_out, W_out, C_out).
+
+    Supports what Conv2Former uses: dense convolutions (groups 1, any stride and padding) and depthwise
+    convolutions (groups = C_in = C_out, stride 1, square odd kernel, equal padding on all sides).
+    """
+    op = "conv2d (nhwc)"
+    x = check_array(op, "x", x, 4, NHWC)
+    w = check_array(op, "w", w, 4, "(C_out, C_in/groups, kH, kW)", dtype=x.dtype)
+    n, h, wd, c = x.shape
+    co, cg, kh, kw = w.shape
+    if cg * groups != c:
+        raise OpInputError(f"{op}: channel mismatch: x has C_in={c}, w expects {cg} x groups={groups}")
+    b = check_optional(op, "b", b, (co,), x.dtype, "(C_out,)")
+    s, d = as_pair(op, "stride", stride, 1), as_pair(op, "dilation", dilation, 1)
+    pads = resolve_padding(op, padding, (kh, kw), s, d)
+    if d != (1, 1):
+        raise OpInputError(f"{op}: the fast copy has no dilation; use the teaching copy (ops.conv2d)")
+    depthwise = groups == c == co and groups > 1
+    if depthwise:
+        if s != (1, 1) or kh != kw or len(set(pads)) != 1:
+            raise OpInputError(f"{op}: depthwise needs stride 1, a square kernel and equal padding, got "
+                               f"stride {s}, kernel {kh}x{kw}, padding {pads}")  # fmt: skip
+        w_kkc = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))
+        out = depthwise_forward(x, w_kkc, b, pads[0])
+        return out, Conv2dCache(x, w, b is not None, x.shape, pads, s, True, out.shape)
+    if groups != 1:
+        raise OpInputError(f"{op}: grouped (not depthwise) convolution is not in the fast copy; use ops.conv2d")
+    ho = conv_output_size(h, pads[0] + pads[1], kh, s[0], 1)
+    wo = conv_output_size(wd, pads[2] + pads[3], kw, s[1], 1)
+    if ho < 1 or wo < 1:
+        raise OpInputError(f"{op}: input {h}x{wd} with padding {pads} is smaller than the kernel {kh}x{kw}")
+    cols = _gather_taps(x, (kh, kw), pads, s, (ho, wo))
+    out = cols @ w.transpose(2, 3, 1, 0).reshape(kh * kw * c, co)
+    if b is not None:
+        out += b
+    return out.reshape(n, ho, wo, co), Conv2dCache(cols, w, b is not None, x.shape, pads, s, False, (n, ho, wo, co))
+
+
+def _gather_taps(
+    x: np.ndarray, k: tuple[int, int], pads: tuple[int, int, int, int], s: tuple[int, int], out_hw: tuple[int, int]
+) -> np.ndarray:
+    """im2col: (N*Ho*Wo, kh*kw*C), row (n, y, x) holding the kh*kw input pixels its output reads."""
+    n, _, _, c = x.shape
+    (kh, kw), (ho, wo) = k, out_hw
+    xp = np.pad(x, ((0, 0), (pads[0], pads[1]), (pads[2], pads[3]), (0, 0))) if any(pads) else x
+    cols = np.empty((n, ho, wo, kh, kw, c), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, :, i, j] = xp[:, i : i + s[0] * (ho - 1) + 1 : s[0], j : j + s[1] * (wo - 1) + 1 : s[1]]
+    return cols.reshape(n * ho * wo, kh * kw * c)
+
+
+def conv2d_backward(dout: np.ndarray, cache: Conv2dCache) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(dx, dw, db) of the channels-last ``conv2d_forward``; dw in the checkpoint layout."""
+    w = cache.w
+    co, _, kh, kw = w.shape
+    if cache.depthwise:
+        dout = check_grad_out("conv2d (nhwc)", dout, cache.out_shape, cache.x.dtype)
+        w_kkc = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))
+        dx, dw_kkc, db = depthwise_backward(dout, cache.x, w_kkc, cache.pads[0], cache.has_bias)
+        return dx, np.ascontiguousarray(dw_kkc.transpose(2, 0, 1))[:, None], db
+    n, h, wd, c = cache.x_shape
+    pt, pb, pl, pr = cache.pads
+    _, ho, wo, _ = cache.out_shape
+    dout = check_grad_out("conv2d (nhwc)", dout, cache.out_shape, cache.x.dtype)
+    d2 = dout.reshape(-1, co)
+    dw = (cache.x.T @ d2).reshape(kh, kw, c, co).transpose(3, 2, 0, 1)
+    dcols = (d2 @ w.transpose(2, 3, 1, 0).reshape(kh * kw * c, co).T).reshape(n, ho, wo, kh, kw, c)
+    dxp = np.zeros((n, h + pt + pb, wd + pl + pr, c), dtype=dout.dtype)
+    s = cache.stride
+    for i in range(kh):
+        for j in range(kw):
+            dxp[:, i : i + s[0] * (ho - 1) + 1 : s[0], j : j + s[1] * (wo - 1) + 1 : s[1]] += dcols[:, :, :, i, j]
+    dx = np.ascontiguousarray(dxp[:, pt : pt + h, pl : pl + wd])
+    db = d2.sum(axis=0) if cache.has_bias else None
+    return dx, np.ascontiguousarray(dw), db
+
+
+@dataclass(frozen=True)
+class Conv1x1Cache:
+    x: np.ndarray
+    w: np.ndarray
+    has_bias: bool
+
+
+def conv1x1_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> tuple[np.ndarray, Conv1x1Cache]:
+    """Pointwise convolution as one GEMM over all pixels: (N*H*W, C_in) @ (C_in, C_out)."""
+    op = "conv1x1 (nhwc)"
+    x = check_array(op, "x", x, 4, NHWC)
+    w = check_array(op, "w", w, (2, 4), "(C_out, C_in, 1, 1)", dtype=x.dtype)
+    co, ci = w.shape[:2]
+    if ci != x.shape[-1]:
+        raise OpInputError(f"{op}: channel mismatch: x has C_in={x.shape[-1]}, w expects C_in={ci}")
+    b = check_optional(op, "b", b, (co,), x.dtype, "(C_out,)")
+    out = x.reshape(-1, ci) @ w.reshape(co, ci).T
+    if b is not None:
+        out += b
+    return out.reshape(*x.shape[:3], co), Conv1x1Cache(x, w, b is not None)
+
+
+def conv1x1_backward(dout: np.ndarray, cache: Conv1x1Cache) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    x, w = cache.x, cache.w
+    co, ci = w.shape[:2]
+    dout = check_grad_out("conv1x1 (nhwc)", dout, (*x.shape[:3], co), x.dtype)
+    d2 = dout.reshape(-1, co)
+    dx = (d2 @ w.reshape(co, ci)).reshape(x.shape)
+    dw = (d2.T @ x.reshape(-1, ci)).reshape(w.shape)
+    return dx, dw, (d2.sum(axis=0) if cache.has_bias else None)
+
+
+# --------------------------------------------------------------------------------------------- norms, activations
+@dataclass(frozen=True)
+class LayerNormCache:
+    xhat: np.ndarray  # (M, C)
+    rstd: np.ndarray  # (M,)
+    weight: np.ndarray
+    shape: tuple[int, ...]
+
+
+def layer_norm_forward(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float = LN_EPS
+) -> tuple[np.ndarray, LayerNormCache]:
+    """LayerNorm over the last (channel) axis of a channels-last tensor: the same math as the channels-first
+    ``ops.layer_norm``, which normalises over axis 1 of NCHW."""
+    op = "layer_norm (nhwc)"
+    x = check_array(op, "x", x, layout="(..., C)")
+    c = x.shape[-1]
+    weight = check_param(op, "weight", weight, (c,), x.dtype, "(C,)")
+    bias = check_param(op, "bias", bias, (c,), x.dtype, "(C,)")
+    x2 = x.reshape(-1, c)
+    y, xhat = np.empty_like(x2), np.empty_like(x2)
+    rstd = np.empty(x2.shape[0], dtype=x.dtype)
+    layer_norm_rows(x2, weight, bias, eps, y, xhat, rstd)
+    return y.reshape(x.shape), LayerNormCache(xhat, rstd, weight, x.shape)
+
+
+def layer_norm_backward(dout: np.ndarray, cache: LayerNormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    dout = check_grad_out("layer_norm (nhwc)", dout, cache.shape, cache.xhat.dtype)
+    d2 = dout.reshape(cache.xhat.shape)
+    dx = np.empty_like(d2)
+    layer_norm_rows_backward(d2, cache.xhat, cache.rstd, cache.weight, dx)
+    return dx.reshape(cache.shape), np.sum(d2 * cache.xhat, axis=0), d2.sum(axis=0)
+
+
+@dataclass(frozen=True)
+class GeluCache:
+    x: np.ndarray
+    approximate: str
+    teaching: ops.activation.GeluCache | None  # the tanh form runs in the teaching copy
+
+
+def gelu_forward(x: np.ndarray, approximate: str = "none") -> tuple[np.ndarray, GeluCache]:
+    x = check_array("gelu (nhwc)", "x", x)
+    if approximate != "none":
+        y, c = ops.gelu_forward(x, approximate)
+        return y, GeluCache(x, approximate, c)
+    y = np.empty_like(x)
+    gelu_flat(x.reshape(-1), y.reshape(-1))
+    return y, GeluCache(x, approximate, None)
+
+
+def gelu_backward(dout: np.ndarray, cache: GeluCache) -> np.ndarray:
+    if cache.teaching is not None:
+        return ops.gelu_backward(dout, cache.teaching)
+    dout = check_grad_out("gelu (nhwc)", dout, cache.x.shape, cache.x.dtype)
+    dx = np.empty_like(dout)
+    gelu_flat_backward(cache.x.reshape(-1), dout.reshape(-1), dx.reshape(-1))
+    return dx
+
+
+@dataclass(frozen=True)
+class BatchNormCache:
+    xhat: np.ndarray  # (M, C)
+    rstd: np.ndarray
+    weight: np.ndarray
+    training: bool
+    shape: tuple[int, ...]
+
+
+def batch_norm2d_forward(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    stats: BatchNormStats,
+    *,
+    training: bool,
+    momentum: float | None = 0.1,
+    eps: float = 1e-5,
+) -> tuple[np.ndarray, BatchNormCache, BatchNormStats]:
+    """Channels-last ``batch_norm2d``: statistics per channel over all N*H*W pixels (the last axis is C)."""
+    op = "batch_norm2d (nhwc)"
+    x = check_array(op, "x", x, 4, NHWC)
+    c = x.shape[-1]
+    weight = check_param(op, "weight", weight, (c,), x.dtype, "(C,)")
+    bias = check_param(op, "bias", bias, (c,), x.dtype, "(C,)")
+    x2 = x.reshape(-1, c)
+    if training:
+        m = x2.shape[0]
+        if m < 2:
+            raise OpInputError(f"{op}: train mode needs more than 1 value per channel, got input shape {x.shape}")
+        mean = x2.mean(axis=0)
+        xc = x2 - mean
+        var = np.mean(xc * xc, axis=0)
+        tracked = stats.num_batches_tracked + 1
+        f = 1.0 / tracked if momentum is None else momentum
+        new = BatchNormStats(
+            ((1 - f) * stats.running_mean + f * mean).astype(x.dtype, copy=False),
+            ((1 - f) * stats.running_var + f * var * (m / (m - 1))).astype(x.dtype, copy=False),
+            tracked,
+        )
+    else:
+        xc, var, new = x2 - stats.running_mean, stats.running_var, stats
+    rstd = 1.0 / np.sqrt(var + eps)
+    xhat = xc * rstd
+    return (weight * xhat + bias).reshape(x.shape), BatchNormCache(xhat, rstd, weight, training, x.shape), new
+
+
+def batch_norm2d_backward(dout: np.ndarray, cache: BatchNormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    dout = check_grad_out("batch_norm2d (nhwc)", dout, cache.shape, cache.xhat.dtype)
+    d2 = dout.reshape(cache.xhat.shape)
+    dweight, dbias = np.sum(d2 * cache.xhat, axis=0), d2.sum(axis=0)
+    g = d2 * (cache.weight * cache.rstd)
+    if cache.training:
+        g = g - g.mean(axis=0) - cache.xhat * np.mean(g * cache.xhat, axis=0)
+    return g.reshape(cache.shape), dweight, dbias
+
+
+# --------------------------------------------------------------------------------------------- small ops
+@dataclass(frozen=True)
+class LayerScaleCache:
+    x: np.ndarray
+    gamma: np.ndarray
+
+
+def layer_scale_forward(x: np.ndarray, gamma: np.ndarray) -> tuple[np.ndarray, LayerScaleCache]:
+    """y = gamma * x with gamma (C,) on the last axis."""
+    x = check_array("layer_scale (nhwc)", "x", x)
+    gamma = check_param("layer_scale (nhwc)", "gamma", gamma, (x.shape[-1],), x.dtype, "(C,)")
+    return x * gamma, LayerScaleCache(x, gamma)
+
+
+def layer_scale_backward(dout: np.ndarray, cache: LayerScaleCache) -> tuple[np.ndarray, np.ndarray]:
+    c = cache.gamma.shape[0]
+    return dout * cache.gamma, np.sum((dout * cache.x).reshape(-1, c), axis=0)
+
+
+@dataclass(frozen=True)
+class GlobalAvgPoolCache:
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def global_avg_pool_forward(x: np.ndarray) -> tuple[np.ndarray, GlobalAvgPoolCache]:
+    """(N, H, W, C) -> (N, C)."""
+    x = check_array("global_avg_pool (nhwc)", "x", x, 4, NHWC)
+    return x.mean(axis=(1, 2)), GlobalAvgPoolCache(x.shape, x.dtype)
+
+
+def global_avg_pool_backward(dout: np.ndarray, cache: GlobalAvgPoolCache) -> np.ndarray:
+    _, h, w, _ = cache.shape
+    dx = np.empty(cache.shape, dtype=cache.dtype)
+    dx[...] = (dout / (h * w))[:, None, None, :]
+    return dx
+
+
+# --------------------------------------------------------------------------------------------- composites
+@dataclass(frozen=True)
+class ConvModCache:
+    norm: LayerNormCache
+    att0: Conv1x1Cache
+    act: GeluCache
+    att2: Conv2dCache
+    v_conv: Conv1x1Cache
+    proj: Conv1x1Cache
+    a: np.ndarray
+    v: np.ndarray
+
+
+def convmod_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ConvModCache]:
+    """Channels-last ConvMod: the same composition as ``ops.convmod`` (see its docstring)."""
+    check_param_keys("convmod (nhwc)", params, CONVMOD_KEYS)
+    p = params
+    k = p["att.2.weight"].shape[-1]
+    n_, ln = layer_norm_forward(x, p["norm.weight"], p["norm.bias"])
+    h, c0 = conv1x1_forward(n_, p["att.0.weight"], p["att.0.bias"])
+    g, act = gelu_forward(h)
+    a, c2 = conv2d_forward(g, p["att.2.weight"], p["att.2.bias"], padding=k // 2, groups=x.shape[-1])
+    v, cv = conv1x1_forward(n_, p["v.weight"], p["v.bias"])
+    out, cp = conv1x1_forward(a * v, p["proj.weight"], p["proj.bias"])
+    return out, ConvModCache(ln, c0, act, c2, cv, cp, a, v)
+
+
+def convmod_backward(dout: np.ndarray, cache: ConvModCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    grads: dict[str, np.ndarray] = {}
+    dm, grads["proj.weight"], grads["proj.bias"] = with_bias(conv1x1_backward(dout, cache.proj))
+    dn_v, grads["v.weight"], grads["v.bias"] = with_bias(conv1x1_backward(dm * cache.a, cache.v_conv))
+    dg, grads["att.2.weight"], grads["att.2.bias"] = with_bias(conv2d_backward(dm * cache.v, cache.att2))
+    dn_a, grads["att.0.weight"], grads["att.0.bias"] = with_bias(
+        conv1x1_backward(gelu_backward(dg, cache.act), cache.att0)
+    )
+    dx, grads["norm.weight"], grads["norm.bias"] = layer_norm_backward(dn_a + dn_v, cache.norm)
+    return dx, {k: grads[k] for k in CONVMOD_KEYS}
+
+
+@dataclass(frozen=True)
+class PosResidualCache:
+    conv: Conv2dCache
+    act: GeluCache
+
+
+def pos_residual_forward(h: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, PosResidualCache]:
+    """h + GELU(DWConv(h)), channels-last."""
+    p, conv = conv2d_forward(h, w, b, padding=w.shape[-1] // 2, groups=h.shape[-1])
+    g, act = gelu_forward(p)
+    return h + g, PosResidualCache(conv, act)
+
+
+def pos_residual_backward(
+    dout: np.ndarray, cache: PosResidualCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    dh, dw, db = conv2d_backward(gelu_backward(dout, cache.act), cache.conv)
+    return dout + dh, dw, db
+
+
+@dataclass(frozen=True)
+class MlpCache:
+    norm: LayerNormCache
+    fc1: Conv1x1Cache
+    act: GeluCache
+    pos: PosResidualCache
+    fc2: Conv1x1Cache
+
+
+def mlp_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, MlpCache]:
+    """Channels-last MLP branch: the same composition as ``ops.mlp``."""
+    check_param_keys("mlp (nhwc)", params, MLP_KEYS)
+    p = params
+    n_, ln = layer_norm_forward(x, p["norm.weight"], p["norm.bias"])
+    h, c1 = conv1x1_forward(n_, p["fc1.weight"], p["fc1.bias"])
+    h, act = gelu_forward(h)
+    h, pos = pos_residual_forward(h, p["pos.weight"], p["pos.bias"])
+    out, c2 = conv1x1_forward(h, p["fc2.weight"], p["fc2.bias"])
+    return out, MlpCache(ln, c1, act, pos, c2)
+
+
+def mlp_backward(dout: np.ndarray, cache: MlpCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    grads: dict[str, np.ndarray] = {}
+    dh, grads["fc2.weight"], grads["fc2.bias"] = with_bias(conv1x1_backward(dout, cache.fc2))
+    dh, grads["pos.weight"], grads["pos.bias"] = with_bias(pos_residual_backward(dh, cache.pos))
+    dn, grads["fc1.weight"], grads["fc1.bias"] = with_bias(conv1x1_backward(gelu_backward(dh, cache.act), cache.fc1))
+    dx, grads["norm.weight"], grads["norm.bias"] = layer_norm_backward(dn, cache.norm)
+    return dx, {k: grads[k] for k in MLP_KEYS}

@@ -1,0 +1,142 @@
+"""The fast copy (c2f_numpy.kernels.nhwc, channels-last, Numba) against the teaching copy (c2f_numpy.ops).
+
+Same problems as the op tests (tests/ops/cases.py): each is run through the teaching op in NCHW and through its
+fast twin with every 4-d array moved to NHWC; outputs and gradients must agree to the dtype's tolerance.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+from c2f_numpy import ops
+from c2f_numpy.kernels import nhwc
+from c2f_numpy.testing import assert_close
+
+from ..ops.cases import CASES, EDGE_CASES, OpCase, Problem
+
+# ops with a channels-last twin, and which inputs are activations (moved to NHWC); weights keep their layout
+ACTIVATIONS = {
+    "conv2d": ("x",), "conv1x1": ("x",), "layer_norm": ("x",), "batch_norm2d": ("x",), "gelu": (),
+    "layer_scale": ("x",), "global_avg_pool": ("x",), "convmod": ("x",), "pos_residual": ("h",), "mlp": ("x",),
+}  # fmt: skip
+FAST_CASES = [c for c in CASES if c.name in ACTIVATIONS]
+FAST_EDGES = [(c, n, p) for c, n, p in EDGE_CASES if c.name in ACTIVATIONS]
+
+
+def to_nhwc(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+
+
+def to_nchw(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a.transpose(0, 3, 1, 2))
+
+
+def supported(case: OpCase, p: Problem) -> bool:
+    """What the fast copy implements: 4-d activations; convolutions as Conv2Former uses them."""
+    acts = ACTIVATIONS[case.name]
+    if any(p.arrays[a].ndim != 4 for a in acts):
+        return False
+    if case.name == "conv2d":
+        kw, w, x = p.kwargs, p.arrays["w"], p.arrays["x"]
+        if kw["dilation"] != 1:
+            return False
+        if kw["groups"] == 1:
+            return True
+        pads = nhwc.resolve_padding("t", kw["padding"], w.shape[2:], (1, 1), (1, 1)) if kw["stride"] == 1 else None
+        return (kw["groups"] == x.shape[1] == w.shape[0] and kw["stride"] == 1 and w.shape[2] == w.shape[3]
+                and pads is not None and len(set(pads)) == 1)  # fmt: skip
+    return True
+
+
+def run_fast(case: OpCase, p: Problem) -> tuple[Any, Any]:
+    """Run the problem through the fast twin: swap the namespace the case's runner uses, move the arrays."""
+    acts = ACTIVATIONS[case.name]
+    moved = p.with_arrays({k: (to_nhwc(v) if k in acts else v) for k, v in p.arrays.items()})
+    out, backward = _with_namespace(case, moved)
+
+    spatial_out = bool(acts) and isinstance(out, np.ndarray) and out.ndim == 4  # elementwise ops keep any layout
+
+    def back(dout: Any) -> dict[str, np.ndarray]:
+        d = to_nhwc(dout) if spatial_out else dout
+        return {k: (to_nchw(g) if k in acts else g) for k, g in backward(d).items()}
+
+    return (to_nchw(out) if spatial_out else out), back
+
+
+def _with_namespace(case: OpCase, p: Problem) -> tuple[Any, Any]:
+    import tests.ops.cases as cases_module
+
+    saved = cases_module.ops
+    cases_module.ops = nhwc  # the runners call ops.<name>_forward / _backward
+    try:
+        out, backward = case.run(p)
+    finally:
+        cases_module.ops = saved
+
+    def back(dout: Any) -> Any:
+        cases_module.ops = nhwc
+        try:
+            return backward(dout)
+        finally:
+            cases_module.ops = saved
+
+    return out, back
+
+
+def check_fast_against_teaching(case: OpCase, problem: Problem, dtype: type) -> None:
+    p = problem.astype(dtype)
+    out, backward = case.run(p)
+    fast_out, fast_backward = run_fast(case, p)
+    r = np.random.default_rng(5).standard_normal(np.shape(out)).astype(dtype)
+    dout = r if isinstance(out, np.ndarray) else float(r)
+    grads, fast_grads = backward(dout), fast_backward(dout)
+    if isinstance(out, np.ndarray):
+        assert fast_out.dtype == out.dtype
+    assert_close(f"{case.name} out", np.asarray(fast_out), np.asarray(out), scale_floor=1.0)
+    assert set(fast_grads) == set(grads)
+    for k in grads:
+        assert_close(f"{case.name} d{k}", fast_grads[k], grads[k], scale_floor=1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("case", FAST_CASES, ids=lambda c: c.name)
+@given(data=st.data())
+def test_fast_twin_matches_teaching_copy(case: OpCase, dtype: type, data: st.DataObject) -> None:
+    problem = data.draw(case.problems, label="problem")
+    assume(supported(case, problem) and (dtype is np.float64 or not problem.two_value_norm))
+    check_fast_against_teaching(case, problem, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize(("case", "name", "problem"), FAST_EDGES, ids=[f"{c.name}-{n}" for c, n, _ in FAST_EDGES])
+def test_fast_twin_edge_cases(case: OpCase, name: str, problem: Problem, dtype: type) -> None:
+    if not supported(case, problem):
+        with pytest.raises(ops.OpInputError, match=r"\(nhwc\)"):  # unsupported configs say so, never guess
+            run_fast(case, problem.astype(dtype))
+        return
+    check_fast_against_teaching(case, problem, dtype)
+
+
+def test_weight_gradient_is_deterministic_and_thread_count_independent() -> None:
+    import numba
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((13, 9, 7, 32)).astype(np.float32)
+    w = rng.standard_normal((32, 1, 11, 11)).astype(np.float32)
+    out, cache = nhwc.conv2d_forward(x, w, None, padding=5, groups=32)
+    d = rng.standard_normal(out.shape).astype(np.float32)
+    first = nhwc.conv2d_backward(d, cache)
+    again = nhwc.conv2d_backward(d, cache)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        single = nhwc.conv2d_backward(d, cache)
+    finally:
+        numba.set_num_threads(before)
+    for a, b, c in zip(first[:2], again[:2], single[:2], strict=True):
+        assert np.array_equal(a, b) and np.array_equal(a, c)
