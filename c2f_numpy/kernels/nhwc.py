@@ -13,23 +13,24 @@ Every op is checked against its teaching twin in tests/kernels (same inputs, tra
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import ops
+from ..ops import mlp, modulation
 from ..ops.checks import OpInputError, as_pair, check_array, check_grad_out, check_optional, check_param
-from ..ops.composite import check_param_keys, with_bias
 from ..ops.conv import Padding, conv_output_size, resolve_padding
-from ..ops.mlp import MLP_KEYS
-from ..ops.modulation import CONVMOD_KEYS
-from ..ops.norm import BatchNormStats
+from ..ops.norm import BatchNormStats, update_running_stats
 from .depthwise import depthwise_backward, depthwise_forward
 from .elementwise import gelu_flat, gelu_flat_backward, layer_norm_rows, layer_norm_rows_backward
 
 NHWC = "(N, H, W, C)"
 LN_EPS = 1e-6
+CHANNEL_AXIS = -1  # read by the shared composites (ConvMod, MLP)
+LAYOUT = NHWC
 
 # Layout-free ops: the teaching copy's own functions.
 linear_forward, linear_backward = ops.linear_forward, ops.linear_backward
@@ -263,13 +264,7 @@ def batch_norm2d_forward(
         mean = x2.mean(axis=0)
         xc = x2 - mean
         var = np.mean(xc * xc, axis=0)
-        tracked = stats.num_batches_tracked + 1
-        f = 1.0 / tracked if momentum is None else momentum
-        new = BatchNormStats(
-            ((1 - f) * stats.running_mean + f * mean).astype(x.dtype, copy=False),
-            ((1 - f) * stats.running_var + f * var * (m / (m - 1))).astype(x.dtype, copy=False),
-            tracked,
-        )
+        new = update_running_stats(stats, mean, var, m, momentum)
     else:
         xc, var, new = x2 - stats.running_mean, stats.running_var, stats
     rstd = 1.0 / np.sqrt(var + eps)
@@ -326,89 +321,34 @@ def global_avg_pool_backward(dout: np.ndarray, cache: GlobalAvgPoolCache) -> np.
 
 
 # --------------------------------------------------------------------------------------------- composites
-@dataclass(frozen=True)
-class ConvModCache:
-    norm: LayerNormCache
-    att0: Conv1x1Cache
-    act: GeluCache
-    att2: Conv2dCache
-    v_conv: Conv1x1Cache
-    proj: Conv1x1Cache
-    a: np.ndarray
-    v: np.ndarray
+# The compositions are the teaching copy's own (written once), run over this namespace's ops.
+_THIS = sys.modules[__name__]
+CONVMOD_KEYS, MLP_KEYS = modulation.CONVMOD_KEYS, mlp.MLP_KEYS
 
 
-def convmod_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ConvModCache]:
-    """Channels-last ConvMod: the same composition as ``ops.convmod`` (see its docstring)."""
-    check_param_keys("convmod (nhwc)", params, CONVMOD_KEYS)
-    p = params
-    k = p["att.2.weight"].shape[-1]
-    n_, ln = layer_norm_forward(x, p["norm.weight"], p["norm.bias"])
-    h, c0 = conv1x1_forward(n_, p["att.0.weight"], p["att.0.bias"])
-    g, act = gelu_forward(h)
-    a, c2 = conv2d_forward(g, p["att.2.weight"], p["att.2.bias"], padding=k // 2, groups=x.shape[-1])
-    v, cv = conv1x1_forward(n_, p["v.weight"], p["v.bias"])
-    out, cp = conv1x1_forward(a * v, p["proj.weight"], p["proj.bias"])
-    return out, ConvModCache(ln, c0, act, c2, cv, cp, a, v)
+def convmod_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, modulation.ConvModCache]:
+    """Channels-last ConvMod: ``ops.convmod_forward`` over the fast ops."""
+    return modulation.convmod_forward(x, params, _THIS)
 
 
-def convmod_backward(dout: np.ndarray, cache: ConvModCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    grads: dict[str, np.ndarray] = {}
-    dm, grads["proj.weight"], grads["proj.bias"] = with_bias(conv1x1_backward(dout, cache.proj))
-    dn_v, grads["v.weight"], grads["v.bias"] = with_bias(conv1x1_backward(dm * cache.a, cache.v_conv))
-    dg, grads["att.2.weight"], grads["att.2.bias"] = with_bias(conv2d_backward(dm * cache.v, cache.att2))
-    dn_a, grads["att.0.weight"], grads["att.0.bias"] = with_bias(
-        conv1x1_backward(gelu_backward(dg, cache.act), cache.att0)
-    )
-    dx, grads["norm.weight"], grads["norm.bias"] = layer_norm_backward(dn_a + dn_v, cache.norm)
-    return dx, {k: grads[k] for k in CONVMOD_KEYS}
+def convmod_backward(dout: np.ndarray, cache: modulation.ConvModCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    return modulation.convmod_backward(dout, cache, _THIS)
 
 
-@dataclass(frozen=True)
-class PosResidualCache:
-    conv: Conv2dCache
-    act: GeluCache
-
-
-def pos_residual_forward(h: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, PosResidualCache]:
-    """h + GELU(DWConv(h)), channels-last."""
-    p, conv = conv2d_forward(h, w, b, padding=w.shape[-1] // 2, groups=h.shape[-1])
-    g, act = gelu_forward(p)
-    return h + g, PosResidualCache(conv, act)
+def pos_residual_forward(h: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, mlp.PosResidualCache]:
+    return mlp.pos_residual_forward(h, w, b, _THIS)
 
 
 def pos_residual_backward(
-    dout: np.ndarray, cache: PosResidualCache
+    dout: np.ndarray, cache: mlp.PosResidualCache
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    dh, dw, db = conv2d_backward(gelu_backward(dout, cache.act), cache.conv)
-    return dout + dh, dw, db
+    return mlp.pos_residual_backward(dout, cache, _THIS)
 
 
-@dataclass(frozen=True)
-class MlpCache:
-    norm: LayerNormCache
-    fc1: Conv1x1Cache
-    act: GeluCache
-    pos: PosResidualCache
-    fc2: Conv1x1Cache
+def mlp_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, mlp.MlpCache]:
+    """Channels-last MLP branch: ``ops.mlp_forward`` over the fast ops."""
+    return mlp.mlp_forward(x, params, _THIS)
 
 
-def mlp_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, MlpCache]:
-    """Channels-last MLP branch: the same composition as ``ops.mlp``."""
-    check_param_keys("mlp (nhwc)", params, MLP_KEYS)
-    p = params
-    n_, ln = layer_norm_forward(x, p["norm.weight"], p["norm.bias"])
-    h, c1 = conv1x1_forward(n_, p["fc1.weight"], p["fc1.bias"])
-    h, act = gelu_forward(h)
-    h, pos = pos_residual_forward(h, p["pos.weight"], p["pos.bias"])
-    out, c2 = conv1x1_forward(h, p["fc2.weight"], p["fc2.bias"])
-    return out, MlpCache(ln, c1, act, pos, c2)
-
-
-def mlp_backward(dout: np.ndarray, cache: MlpCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    grads: dict[str, np.ndarray] = {}
-    dh, grads["fc2.weight"], grads["fc2.bias"] = with_bias(conv1x1_backward(dout, cache.fc2))
-    dh, grads["pos.weight"], grads["pos.bias"] = with_bias(pos_residual_backward(dh, cache.pos))
-    dn, grads["fc1.weight"], grads["fc1.bias"] = with_bias(conv1x1_backward(gelu_backward(dh, cache.act), cache.fc1))
-    dx, grads["norm.weight"], grads["norm.bias"] = layer_norm_backward(dn, cache.norm)
-    return dx, {k: grads[k] for k in MLP_KEYS}
+def mlp_backward(dout: np.ndarray, cache: mlp.MlpCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    return mlp.mlp_backward(dout, cache, _THIS)

@@ -27,6 +27,10 @@ from .norm import (
 from .pool import global_avg_pool_backward, global_avg_pool_forward
 from .regularize import drop_path_backward, drop_path_forward, layer_scale_backward, layer_scale_forward
 
+# The layout of the activations every op here takes: composites read it to find the channel axis.
+CHANNEL_AXIS = 1
+LAYOUT = "(N, C, H, W)"
+
 __all__ = [
     "CONVMOD_KEYS",
     "MLP_KEYS",

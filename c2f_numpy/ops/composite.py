@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from .checks import OpInputError
+
+
+def namespace(F: Any) -> Any:
+    """The op namespace a composite computes with: ``F``, or the teaching copy (``c2f_numpy.ops``) if None.
+
+    Composites (ConvMod, the MLP branch) are written once; the fast copy runs the same composition over its
+    own ops (``c2f_numpy.kernels.nhwc``), whose ``CHANNEL_AXIS`` and ``LAYOUT`` say where the channels are.
+    """
+    if F is not None:
+        return F
+    from .. import ops  # imported here: this module is part of ops' own import
+
+    return ops
 
 
 def check_param_keys(op: str, params: Mapping[str, np.ndarray], expected: tuple[str, ...]) -> None:

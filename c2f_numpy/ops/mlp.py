@@ -12,14 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from .activation import GeluCache, gelu_backward, gelu_forward
 from .checks import check_array, check_same_size_depthwise
-from .composite import check_param_keys, with_bias
-from .conv import Conv1x1Cache, Conv2dCache, conv1x1_backward, conv1x1_forward, conv2d_backward, conv2d_forward
-from .norm import LayerNormCache, layer_norm_backward, layer_norm_forward
+from .composite import check_param_keys, namespace, with_bias
 
 MLP_KEYS = (
     "norm.weight",
@@ -36,63 +34,71 @@ LN_EPS = 1e-6
 
 @dataclass(frozen=True)
 class PosResidualCache:
-    conv: Conv2dCache
-    act: GeluCache
+    conv: Any  # the namespace's conv2d cache
+    act: Any  # its GELU cache
 
 
-def pos_residual_forward(h: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, PosResidualCache]:
+def pos_residual_forward(
+    h: np.ndarray, w: np.ndarray, b: np.ndarray | None, F: Any = None
+) -> tuple[np.ndarray, PosResidualCache]:
     """h + GELU(DWConv(h)), depthwise with odd kernel k and padding k//2 (k = 3 in Conv2Former).
 
-    Shapes: h (N, C, H, W), w (C, 1, k, k), b (C,) -> out like h.
+    Shapes: h (N, C, H, W) (channels-last with ``F=kernels.nhwc``), w (C, 1, k, k), b (C,) -> out like h.
     """
     op = "pos_residual"
-    h = check_array(op, "h", h, 4, "(N, C, H, W)")
-    c = h.shape[1]
+    F = namespace(F)
+    h = check_array(op, "h", h, 4, F.LAYOUT)
+    c = h.shape[F.CHANNEL_AXIS]
     k = check_same_size_depthwise(op, "w", w, c)
-    p, conv = conv2d_forward(h, w, b, padding=k // 2, groups=c)
-    g, act = gelu_forward(p)
+    p, conv = F.conv2d_forward(h, w, b, padding=k // 2, groups=c)
+    g, act = F.gelu_forward(p)
     return h + g, PosResidualCache(conv, act)
 
 
 def pos_residual_backward(
-    dout: np.ndarray, cache: PosResidualCache
+    dout: np.ndarray, cache: PosResidualCache, F: Any = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Returns (dh, dw, db): the identity path plus the conv path."""
-    dp = gelu_backward(dout, cache.act)
-    dh, dw, db = conv2d_backward(dp, cache.conv)
+    F = namespace(F)
+    dp = F.gelu_backward(dout, cache.act)
+    dh, dw, db = F.conv2d_backward(dp, cache.conv)
     return dout + dh, dw, db
 
 
 @dataclass(frozen=True)
 class MlpCache:
-    norm: LayerNormCache
-    fc1: Conv1x1Cache
-    act: GeluCache
+    # the caches of the namespace's own ops (teaching or fast copy)
+    norm: Any
+    fc1: Any
+    act: Any
     pos: PosResidualCache
-    fc2: Conv1x1Cache
+    fc2: Any
 
 
-def mlp_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, MlpCache]:
+def mlp_forward(x: np.ndarray, params: Mapping[str, np.ndarray], F: Any = None) -> tuple[np.ndarray, MlpCache]:
     """MLP branch forward. Shapes: x (N, C, H, W) -> out (N, C, H, W); hidden width r*C is read from
-    fc1.weight (r*C, C, 1, 1). ``params`` holds the official sub-keys (:data:`MLP_KEYS`)."""
+    fc1.weight (r*C, C, 1, 1). ``params`` holds the official sub-keys (:data:`MLP_KEYS`); ``F`` is the op
+    namespace (default: this copy; ``kernels.nhwc`` for the fast, channels-last one)."""
     op = "mlp"
-    x = check_array(op, "x", x, 4, "(N, C, H, W)")
+    F = namespace(F)
+    x = check_array(op, "x", x, 4, F.LAYOUT)
     check_param_keys(op, params, MLP_KEYS)
     p = params
-    n_, ln = layer_norm_forward(x, p["norm.weight"], p["norm.bias"], eps=LN_EPS)
-    h, c1 = conv1x1_forward(n_, p["fc1.weight"], p["fc1.bias"])
-    h, act = gelu_forward(h)
-    h, pos = pos_residual_forward(h, p["pos.weight"], p["pos.bias"])
-    out, c2 = conv1x1_forward(h, p["fc2.weight"], p["fc2.bias"])
+    n_, ln = F.layer_norm_forward(x, p["norm.weight"], p["norm.bias"], LN_EPS)
+    h, c1 = F.conv1x1_forward(n_, p["fc1.weight"], p["fc1.bias"])
+    h, act = F.gelu_forward(h)
+    h, pos = pos_residual_forward(h, p["pos.weight"], p["pos.bias"], F)
+    out, c2 = F.conv1x1_forward(h, p["fc2.weight"], p["fc2.bias"])
     return out, MlpCache(ln, c1, act, pos, c2)
 
 
-def mlp_backward(dout: np.ndarray, cache: MlpCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def mlp_backward(dout: np.ndarray, cache: MlpCache, F: Any = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Returns (dx, grads) with grads keyed like the params (:data:`MLP_KEYS`)."""
+    F = namespace(F)
     grads: dict[str, np.ndarray] = {}
-    dh, grads["fc2.weight"], grads["fc2.bias"] = with_bias(conv1x1_backward(dout, cache.fc2))
-    dh, grads["pos.weight"], grads["pos.bias"] = with_bias(pos_residual_backward(dh, cache.pos))
-    dh = gelu_backward(dh, cache.act)
-    dn, grads["fc1.weight"], grads["fc1.bias"] = with_bias(conv1x1_backward(dh, cache.fc1))
-    dx, grads["norm.weight"], grads["norm.bias"] = layer_norm_backward(dn, cache.norm)
+    dh, grads["fc2.weight"], grads["fc2.bias"] = with_bias(F.conv1x1_backward(dout, cache.fc2))
+    dh, grads["pos.weight"], grads["pos.bias"] = with_bias(pos_residual_backward(dh, cache.pos, F))
+    dh = F.gelu_backward(dh, cache.act)
+    dn, grads["fc1.weight"], grads["fc1.bias"] = with_bias(F.conv1x1_backward(dh, cache.fc1))
+    dx, grads["norm.weight"], grads["norm.bias"] = F.layer_norm_backward(dn, cache.norm)
     return dx, {k: grads[k] for k in MLP_KEYS}

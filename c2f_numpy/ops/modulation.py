@@ -16,14 +16,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from .activation import GeluCache, gelu_backward, gelu_forward
 from .checks import check_array, check_same_size_depthwise
-from .composite import check_param_keys, with_bias
-from .conv import Conv1x1Cache, Conv2dCache, conv1x1_backward, conv1x1_forward, conv2d_backward, conv2d_forward
-from .norm import LayerNormCache, layer_norm_backward, layer_norm_forward
+from .composite import check_param_keys, namespace, with_bias
 
 CONVMOD_KEYS = (
     "norm.weight",
@@ -42,46 +40,49 @@ LN_EPS = 1e-6
 
 @dataclass(frozen=True)
 class ConvModCache:
-    norm: LayerNormCache
-    att0: Conv1x1Cache
-    act: GeluCache
-    att2: Conv2dCache
-    v_conv: Conv1x1Cache
-    proj: Conv1x1Cache
+    # the caches of the namespace's own ops (teaching or fast copy)
+    norm: Any
+    att0: Any
+    act: Any
+    att2: Any
+    v_conv: Any
+    proj: Any
     a: np.ndarray
     v: np.ndarray
 
 
-def convmod_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ConvModCache]:
-    """ConvMod forward. Shapes: x (N, C, H, W) -> out (N, C, H, W).
+def convmod_forward(x: np.ndarray, params: Mapping[str, np.ndarray], F: Any = None) -> tuple[np.ndarray, ConvModCache]:
+    """ConvMod forward. Shapes: x (N, C, H, W) -> out (N, C, H, W) (channels-last with ``F=kernels.nhwc``).
 
     ``params`` holds the official sub-keys (:data:`CONVMOD_KEYS`): norm.weight/bias (C,), att.0.weight
     (C, C, 1, 1), att.2.weight (C, 1, k, k) with k odd (padding k // 2 keeps H, W), v.weight and
-    proj.weight (C, C, 1, 1), and a (C,) bias for each conv.
+    proj.weight (C, C, 1, 1), and a (C,) bias for each conv. ``F`` is the op namespace (default: this copy).
     """
     op = "convmod"
-    x = check_array(op, "x", x, 4, "(N, C, H, W)")
+    F = namespace(F)
+    x = check_array(op, "x", x, 4, F.LAYOUT)
     check_param_keys(op, params, CONVMOD_KEYS)
-    c = x.shape[1]
+    c = x.shape[F.CHANNEL_AXIS]
     k = check_same_size_depthwise(op, "att.2.weight", params["att.2.weight"], c)
     p = params
-    n_, ln = layer_norm_forward(x, p["norm.weight"], p["norm.bias"], eps=LN_EPS)
-    h, c0 = conv1x1_forward(n_, p["att.0.weight"], p["att.0.bias"])
-    g, act = gelu_forward(h)
-    a, c2 = conv2d_forward(g, p["att.2.weight"], p["att.2.bias"], padding=k // 2, groups=c)
-    v, cv = conv1x1_forward(n_, p["v.weight"], p["v.bias"])
-    out, cp = conv1x1_forward(a * v, p["proj.weight"], p["proj.bias"])
+    n_, ln = F.layer_norm_forward(x, p["norm.weight"], p["norm.bias"], LN_EPS)
+    h, c0 = F.conv1x1_forward(n_, p["att.0.weight"], p["att.0.bias"])
+    g, act = F.gelu_forward(h)
+    a, c2 = F.conv2d_forward(g, p["att.2.weight"], p["att.2.bias"], padding=k // 2, groups=c)
+    v, cv = F.conv1x1_forward(n_, p["v.weight"], p["v.bias"])
+    out, cp = F.conv1x1_forward(a * v, p["proj.weight"], p["proj.bias"])
     return out, ConvModCache(ln, c0, act, c2, cv, cp, a, v)
 
 
-def convmod_backward(dout: np.ndarray, cache: ConvModCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def convmod_backward(dout: np.ndarray, cache: ConvModCache, F: Any = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Returns (dx, grads) with grads keyed like the params (:data:`CONVMOD_KEYS`)."""
+    F = namespace(F)
     grads: dict[str, np.ndarray] = {}
-    dm, grads["proj.weight"], grads["proj.bias"] = with_bias(conv1x1_backward(dout, cache.proj))
+    dm, grads["proj.weight"], grads["proj.bias"] = with_bias(F.conv1x1_backward(dout, cache.proj))
     da, dv = dm * cache.v, dm * cache.a
-    dn_v, grads["v.weight"], grads["v.bias"] = with_bias(conv1x1_backward(dv, cache.v_conv))
-    dg, grads["att.2.weight"], grads["att.2.bias"] = with_bias(conv2d_backward(da, cache.att2))
-    dh = gelu_backward(dg, cache.act)
-    dn_a, grads["att.0.weight"], grads["att.0.bias"] = with_bias(conv1x1_backward(dh, cache.att0))
-    dx, grads["norm.weight"], grads["norm.bias"] = layer_norm_backward(dn_a + dn_v, cache.norm)
+    dn_v, grads["v.weight"], grads["v.bias"] = with_bias(F.conv1x1_backward(dv, cache.v_conv))
+    dg, grads["att.2.weight"], grads["att.2.bias"] = with_bias(F.conv2d_backward(da, cache.att2))
+    dh = F.gelu_backward(dg, cache.act)
+    dn_a, grads["att.0.weight"], grads["att.0.bias"] = with_bias(F.conv1x1_backward(dh, cache.att0))
+    dx, grads["norm.weight"], grads["norm.bias"] = F.layer_norm_backward(dn_a + dn_v, cache.norm)
     return dx, {k: grads[k] for k in CONVMOD_KEYS}

@@ -82,6 +82,22 @@ class BatchNormStats:
         return BatchNormStats(np.zeros(c, dtype=dtype), np.ones(c, dtype=dtype), 0)
 
 
+def update_running_stats(
+    stats: BatchNormStats, mean: np.ndarray, var: np.ndarray, m: int, momentum: float | None
+) -> BatchNormStats:
+    """PyTorch's update after a train-mode batch of ``m`` values per channel with batch ``mean`` and biased ``var``:
+    running = (1 - f) * running + f * batch with f = momentum (or 1 / num_batches_tracked when momentum is None),
+    where the variance entering running_var is the unbiased one, var * m / (m - 1)."""
+    tracked = stats.num_batches_tracked + 1
+    f = 1.0 / tracked if momentum is None else momentum
+    dtype = stats.running_mean.dtype
+    return BatchNormStats(
+        ((1 - f) * stats.running_mean + f * mean).astype(dtype, copy=False),
+        ((1 - f) * stats.running_var + f * var * (m / (m - 1))).astype(dtype, copy=False),
+        tracked,
+    )
+
+
 @dataclass(frozen=True)
 class BatchNormCache:
     xhat: np.ndarray
@@ -130,13 +146,7 @@ def batch_norm2d_forward(
         mean = x.mean(axis=axes)
         xc = x - mean[:, None, None]
         var = np.mean(xc * xc, axis=axes)
-        tracked = stats.num_batches_tracked + 1
-        f = 1.0 / tracked if momentum is None else momentum
-        new_stats = BatchNormStats(
-            ((1 - f) * stats.running_mean + f * mean).astype(x.dtype, copy=False),
-            ((1 - f) * stats.running_var + f * var * (m / (m - 1))).astype(x.dtype, copy=False),
-            tracked,
-        )
+        new_stats = update_running_stats(stats, mean, var, m, momentum)
     else:
         xc = x - stats.running_mean[:, None, None]
         var = stats.running_var
