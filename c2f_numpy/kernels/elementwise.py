@@ -13,6 +13,11 @@ from numba import njit, prange
 
 _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+# float32 GELU: erf by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7, below float32's resolution of Phi; the
+# exact kernel rounded to float32 is itself 2.4e-7 off). Written as q(z) = t * poly(t) * exp(-z^2) = 1 - erf(z)
+# for z >= 0, it gives Phi for negative x without cancellation, and exp(-z^2) is the derivative's phi as well.
+# Measured 4.6x faster than libm's erfc per element on this machine. float64 keeps the exact erfc.
+_AS_P, _AS_A = 0.3275911, (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
 
 
 @njit(parallel=True, cache=True)
@@ -63,7 +68,7 @@ def layer_norm_rows_backward(dout: np.ndarray, xhat: np.ndarray, rstd: np.ndarra
 
 @njit(parallel=True, cache=True)
 def gelu_flat(x: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover
-    """y = x * Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2 (the exact form, accurate for x < 0)."""
+    """y = x * Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2 (the exact form, accurate for x < 0). float64."""
     for i in prange(x.size):
         v = x[i]
         y[i] = 0.5 * v * math.erfc(-v * _SQRT_HALF)
@@ -71,7 +76,35 @@ def gelu_flat(x: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover
 
 @njit(parallel=True, cache=True)
 def gelu_flat_backward(x: np.ndarray, dout: np.ndarray, dx: np.ndarray) -> None:  # pragma: no cover
-    """dx = dout * (Phi(x) + x * phi(x))."""
+    """dx = dout * (Phi(x) + x * phi(x)). float64."""
     for i in prange(x.size):
         v = x[i]
         dx[i] = dout[i] * (0.5 * math.erfc(-v * _SQRT_HALF) + v * _INV_SQRT_2PI * math.exp(-0.5 * v * v))
+
+
+@njit(inline="always", fastmath={"contract"})
+def _phi_and_gauss(v: float) -> tuple[float, float]:  # pragma: no cover
+    """(Phi(v), exp(-v^2 / 2)) by A&S 7.1.26 (see above)."""
+    a1, a2, a3, a4, a5 = _AS_A
+    z = abs(v) * _SQRT_HALF
+    t = 1.0 / (1.0 + _AS_P * z)
+    e = math.exp(-z * z)
+    q = t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * a5)))) * e
+    return (0.5 * q if v < 0 else 1.0 - 0.5 * q), e
+
+
+@njit(parallel=True, fastmath={"contract"}, cache=True)
+def gelu_flat_approx(x: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover
+    """float32 GELU forward: x * Phi(x) with the A&S erf."""
+    for i in prange(x.size):
+        v = x[i]
+        y[i] = v * _phi_and_gauss(v)[0]
+
+
+@njit(parallel=True, fastmath={"contract"}, cache=True)
+def gelu_flat_approx_backward(x: np.ndarray, dout: np.ndarray, dx: np.ndarray) -> None:  # pragma: no cover
+    """float32 GELU backward: dout * (Phi(x) + x * phi(x)), phi from the same exponential."""
+    for i in prange(x.size):
+        v = x[i]
+        phi, e = _phi_and_gauss(v)
+        dx[i] = dout[i] * (phi + v * _INV_SQRT_2PI * e)

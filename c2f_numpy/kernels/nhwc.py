@@ -25,7 +25,14 @@ from ..ops.checks import OpInputError, as_pair, check_array, check_grad_out, che
 from ..ops.conv import Padding, conv_output_size, resolve_padding
 from ..ops.norm import BatchNormStats, update_running_stats
 from .depthwise import depthwise_backward, depthwise_forward
-from .elementwise import gelu_flat, gelu_flat_backward, layer_norm_rows, layer_norm_rows_backward
+from .elementwise import (
+    gelu_flat,
+    gelu_flat_approx,
+    gelu_flat_approx_backward,
+    gelu_flat_backward,
+    layer_norm_rows,
+    layer_norm_rows_backward,
+)
 
 NHWC = "(N, H, W, C)"
 LN_EPS = 1e-6
@@ -218,7 +225,7 @@ def gelu_forward(x: np.ndarray, approximate: str = "none") -> tuple[np.ndarray, 
         y, c = ops.gelu_forward(x, approximate)
         return y, GeluCache(x, approximate, c)
     y = np.empty_like(x)
-    gelu_flat(x.reshape(-1), y.reshape(-1))
+    (gelu_flat if x.dtype == np.float64 else gelu_flat_approx)(x.reshape(-1), y.reshape(-1))
     return y, GeluCache(x, approximate, None)
 
 
@@ -227,7 +234,8 @@ def gelu_backward(dout: np.ndarray, cache: GeluCache) -> np.ndarray:
         return ops.gelu_backward(dout, cache.teaching)
     dout = check_grad_out("gelu (nhwc)", dout, cache.x.shape, cache.x.dtype)
     dx = np.empty_like(dout)
-    gelu_flat_backward(cache.x.reshape(-1), dout.reshape(-1), dx.reshape(-1))
+    kernel = gelu_flat_backward if dout.dtype == np.float64 else gelu_flat_approx_backward
+    kernel(cache.x.reshape(-1), dout.reshape(-1), dx.reshape(-1))
     return dx
 
 

@@ -81,14 +81,26 @@ class AdamW(Optimizer):
         eps: float = 1e-8,
         weight_decay: float = 0.05,
         no_decay: Callable[[str, Parameter], bool] = default_no_decay,
+        fused: bool = True,
     ) -> None:
         super().__init__(params, lr, weight_decay, no_decay)
-        self.betas, self.eps = betas, eps
+        self.betas, self.eps, self.fused = betas, eps, fused
 
     def _update(self, name: str, p: Parameter, g: np.ndarray) -> None:
-        b1, b2 = self.betas
         st = self.state.setdefault(name, {"exp_avg": np.zeros_like(p.data), "exp_avg_sq": np.zeros_like(p.data)})
         m, v = st["exp_avg"], st["exp_avg_sq"]
+        if self.fused and p.data.flags.c_contiguous and g.flags.c_contiguous:  # one Numba pass (kernels.optim)
+            from ..kernels.optim import adamw_update
+
+            b1, b2 = self.betas
+            adamw_update(p.data.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), self.lr, b1, b2, self.eps,
+                         self.decay[name], 1 - b1**self.steps, 1 - b2**self.steps)  # fmt: skip
+        else:
+            self._update_numpy(name, p, g, m, v)
+
+    def _update_numpy(self, name: str, p: Parameter, g: np.ndarray, m: np.ndarray, v: np.ndarray) -> None:
+        """The readable form of the update (the fused kernel computes the same, element by element)."""
+        b1, b2 = self.betas
         if self.decay[name]:
             p.data *= 1 - self.lr * self.decay[name]
         m *= b1

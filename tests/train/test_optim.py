@@ -31,9 +31,10 @@ def _run(opt: object, t_opt: torch.optim.Optimizer, ours: list, theirs: list, gr
         assert_close(name, p.data, tp.detach().numpy())
 
 
-def test_adamw_matches_torch_with_decay_only_on_matrices() -> None:
+@pytest.mark.parametrize("fused", [True, False], ids=["numba", "numpy"])
+def test_adamw_matches_torch_with_decay_only_on_matrices(fused: bool) -> None:
     ours, theirs, grads = _setup()
-    opt = AdamW(ours, lr=3e-2, weight_decay=0.1)
+    opt = AdamW(ours, lr=3e-2, weight_decay=0.1, fused=fused)
     pairs = list(zip(ours, theirs, strict=True))
     groups = [
         {"params": [t for (_, p), t in pairs if p.data.ndim > 1], "weight_decay": 0.1},
@@ -66,3 +67,22 @@ def test_state_dict_round_trip_continues_identically() -> None:
         opt.step()
     for (_, p), (_, q) in zip(ours, twin, strict=True):
         assert np.array_equal(p.data, q.data)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_fused_adamw_equals_the_numpy_form(dtype: type) -> None:
+    rng = np.random.default_rng(4)
+    a = [
+        ("w", Parameter(rng.standard_normal((6, 5)).astype(dtype))),
+        ("b", Parameter(rng.standard_normal(5).astype(dtype))),
+    ]
+    b = [(n, Parameter(p.data.copy())) for n, p in a]
+    fused, plain = AdamW(a, lr=1e-2, fused=True), AdamW(b, lr=1e-2, fused=False)
+    for _ in range(4):
+        gs = [rng.standard_normal(p.data.shape).astype(dtype) for _, p in a]
+        for (_, p), (_, q), g in zip(a, b, gs, strict=True):
+            p.grad, q.grad = g, g.copy()
+        fused.step()
+        plain.step()
+    for (name, p), (_, q) in zip(a, b, strict=True):
+        assert_close(name, p.data, q.data)
