@@ -249,7 +249,10 @@ class Conv2Former(Module):
         self.set_backend(backend)
 
     def set_backend(self, backend: str) -> Conv2Former:
-        """ "numba" (default: the Numba kernels, channels-last inside) or "numpy" (the readable teaching copy)."""
+        """Compute with "numba" (default: the Numba kernels, channels-last inside) or "numpy" (the teaching copy).
+
+        Switch between steps, not between a forward and its backward: the caches belong to the backend.
+        """
         if backend == "numba":
             from ..kernels import nhwc
 
