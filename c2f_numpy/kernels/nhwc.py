@@ -56,6 +56,7 @@ class Conv2dCache:
     stride: tuple[int, int]
     depthwise: bool
     out_shape: tuple[int, ...]
+    w_kkc: np.ndarray | None = None  # depthwise: the weight as (k, k, C), built once in the forward
 
 
 def conv2d_forward(
@@ -92,7 +93,7 @@ def conv2d_forward(
                                f"stride {s}, kernel {kh}x{kw}, padding {pads}")  # fmt: skip
         w_kkc = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))
         out = depthwise_forward(x, w_kkc, b, pads[0])
-        return out, Conv2dCache(x, w, b is not None, x.shape, pads, s, True, out.shape)
+        return out, Conv2dCache(x, w, b is not None, x.shape, pads, s, True, out.shape, w_kkc)
     if groups != 1:
         raise OpInputError(f"{op}: grouped (not depthwise) convolution is not in the fast copy; use ops.conv2d")
     ho = conv_output_size(h, pads[0] + pads[1], kh, s[0], 1)
@@ -126,8 +127,8 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache) -> tuple[np.ndarray, n
     co, _, kh, kw = w.shape
     if cache.depthwise:
         dout = check_grad_out("conv2d (nhwc)", dout, cache.out_shape, cache.x.dtype)
-        w_kkc = np.ascontiguousarray(w[:, 0].transpose(1, 2, 0))
-        dx, dw_kkc, db = depthwise_backward(dout, cache.x, w_kkc, cache.pads[0], cache.has_bias)
+        assert cache.w_kkc is not None
+        dx, dw_kkc, db = depthwise_backward(dout, cache.x, cache.w_kkc, cache.pads[0], cache.has_bias)
         return dx, np.ascontiguousarray(dw_kkc.transpose(2, 0, 1))[:, None], db
     n, h, wd, c = cache.x_shape
     pt, pb, pl, pr = cache.pads

@@ -87,7 +87,7 @@ class Conv2dCache:
 
 
 def _tap(
-    xg: np.ndarray, i: int, j: int, out_hw: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
+    i: int, j: int, out_hw: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
 ) -> tuple[slice, slice]:
     """The (rows, cols) slices of the padded input that kernel tap (i, j) reads for every output pixel."""
     (ho, wo), (sh, sw), (dh, dw) = out_hw, stride, dilation
@@ -144,7 +144,7 @@ def conv2d_forward(
     out = np.zeros((n, g, og, ho * wo), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            rows, cols = _tap(xg, i, j, (ho, wo), s, d)
+            rows, cols = _tap(i, j, (ho, wo), s, d)
             tap = xg[:, :, :, rows, cols].reshape(n, g, cg, ho * wo)
             out += wg[:, :, :, i, j] @ tap  # (G, og, cg) @ (N, G, cg, P) -> (N, G, og, P)
     out = out.reshape(n, co, ho, wo)
@@ -169,7 +169,7 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache) -> tuple[np.ndarray, n
     dxp = np.zeros_like(xg)
     for i in range(kh):
         for j in range(kw):
-            rows, cols = _tap(xg, i, j, cache.out_hw, cache.stride, cache.dilation)
+            rows, cols = _tap(i, j, cache.out_hw, cache.stride, cache.dilation)
             tap = xg[:, :, :, rows, cols].reshape(n, g, cg, ho * wo)
             dw[:, :, :, i, j] = (dg @ tap.transpose(0, 1, 3, 2)).sum(axis=0)
             dxp[:, :, :, rows, cols] += (wg[:, :, :, i, j].transpose(0, 2, 1) @ dg).reshape(n, g, cg, ho, wo)

@@ -57,7 +57,9 @@ class Problem:
 class OpCase:
     name: str
     problems: st.SearchStrategy[Problem]
-    run: Callable[[Problem], tuple[Any, Backward]]  # c2f_numpy: (out, backward(dout) -> grads by array name)
+    # c2f_numpy: (out, backward(dout) -> grads by array name), computed with the op namespace F (default: the
+    # teaching copy c2f_numpy.ops; tests/kernels passes the fast copy c2f_numpy.kernels.nhwc)
+    run: Callable[..., tuple[Any, Backward]]
     torch_fn: Callable[[dict[str, torch.Tensor], Problem], torch.Tensor]
     edge_cases: tuple[tuple[str, Problem], ...] = ()
 
@@ -143,12 +145,12 @@ def conv2d_problems(draw: st.DrawFn) -> Problem:
     )  # fmt: skip
 
 
-def _run_conv2d(p: Problem) -> tuple[Array, Backward]:
+def _run_conv2d(p: Problem, F: Any = ops) -> tuple[Array, Backward]:
     a = p.arrays
-    out, cache = ops.conv2d_forward(a["x"], a["w"], a.get("b"), **p.kwargs)
+    out, cache = F.conv2d_forward(a["x"], a["w"], a.get("b"), **p.kwargs)
 
     def backward(dout: Array) -> Grads:
-        return _xwb(*ops.conv2d_backward(dout, cache))
+        return _xwb(*F.conv2d_backward(dout, cache))
 
     return out, backward
 
@@ -189,11 +191,11 @@ def conv1x1_problems(draw: st.DrawFn) -> Problem:
     return Problem(arrays)
 
 
-def _run_conv1x1(p: Problem) -> tuple[Array, Backward]:
-    out, cache = ops.conv1x1_forward(p.arrays["x"], p.arrays["w"], p.arrays.get("b"))
+def _run_conv1x1(p: Problem, F: Any = ops) -> tuple[Array, Backward]:
+    out, cache = F.conv1x1_forward(p.arrays["x"], p.arrays["w"], p.arrays.get("b"))
 
     def backward(dout: Array) -> Grads:
-        return _xwb(*ops.conv1x1_backward(dout, cache))
+        return _xwb(*F.conv1x1_backward(dout, cache))
 
     return out, backward
 
@@ -214,11 +216,11 @@ def linear_problems(draw: st.DrawFn) -> Problem:
     return Problem(arrays)
 
 
-def _run_linear(p: Problem) -> tuple[Array, Backward]:
-    out, cache = ops.linear_forward(p.arrays["x"], p.arrays["w"], p.arrays.get("b"))
+def _run_linear(p: Problem, F: Any = ops) -> tuple[Array, Backward]:
+    out, cache = F.linear_forward(p.arrays["x"], p.arrays["w"], p.arrays.get("b"))
 
     def backward(dout: Array) -> Grads:
-        return _xwb(*ops.linear_backward(dout, cache))
+        return _xwb(*F.linear_backward(dout, cache))
 
     return out, backward
 
@@ -237,12 +239,12 @@ def layer_norm_problems(draw: st.DrawFn) -> Problem:
     return Problem(arrays, kwargs={"eps": draw(st.sampled_from([1e-6, 1e-5, 0.1]))}, two_value_norm=c == 2)
 
 
-def _run_layer_norm(p: Problem) -> tuple[Array, Backward]:
+def _run_layer_norm(p: Problem, F: Any = ops) -> tuple[Array, Backward]:
     a = p.arrays
-    out, cache = ops.layer_norm_forward(a["x"], a["weight"], a["bias"], **p.kwargs)
+    out, cache = F.layer_norm_forward(a["x"], a["weight"], a["bias"], **p.kwargs)
 
     def backward(dout: Array) -> Grads:
-        dx, dw, db = ops.layer_norm_backward(dout, cache)
+        dx, dw, db = F.layer_norm_backward(dout, cache)
         return {"x": dx, "weight": dw, "bias": db}
 
     return out, backward
@@ -279,12 +281,12 @@ def _bn_stats(p: Problem) -> ops.BatchNormStats:
     return ops.BatchNormStats(s.running_mean.astype(dtype), s.running_var.astype(dtype), s.num_batches_tracked)
 
 
-def _run_batch_norm(p: Problem) -> tuple[Array, Backward]:
+def _run_batch_norm(p: Problem, F: Any = ops) -> tuple[Array, Backward]:
     a = p.arrays
-    out, cache, _ = ops.batch_norm2d_forward(a["x"], a["weight"], a["bias"], _bn_stats(p), **p.kwargs)
+    out, cache, _ = F.batch_norm2d_forward(a["x"], a["weight"], a["bias"], _bn_stats(p), **p.kwargs)
 
     def backward(dout: Array) -> Grads:
-        dx, dw, db = ops.batch_norm2d_backward(dout, cache)
+        dx, dw, db = F.batch_norm2d_backward(dout, cache)
         return {"x": dx, "weight": dw, "bias": db}
 
     return out, backward
@@ -314,9 +316,9 @@ def gelu_problems(draw: st.DrawFn) -> Problem:
     return Problem({"x": x}, kwargs={"approximate": draw(st.sampled_from(["none", "tanh"]))})
 
 
-def _run_gelu(p: Problem) -> tuple[Array, Backward]:
-    out, cache = ops.gelu_forward(p.arrays["x"], **p.kwargs)
-    return out, lambda dout: {"x": ops.gelu_backward(dout, cache)}
+def _run_gelu(p: Problem, F: Any = ops) -> tuple[Array, Backward]:
+    out, cache = F.gelu_forward(p.arrays["x"], **p.kwargs)
+    return out, lambda dout: {"x": F.gelu_backward(dout, cache)}
 
 
 @st.composite
@@ -327,11 +329,11 @@ def layer_scale_problems(draw: st.DrawFn) -> Problem:
     return Problem({"x": _normal(rng, draw(st.integers(1, 3)), c, *spatial), "gamma": _normal(rng, c)})
 
 
-def _run_layer_scale(p: Problem) -> tuple[Array, Backward]:
-    out, cache = ops.layer_scale_forward(p.arrays["x"], p.arrays["gamma"])
+def _run_layer_scale(p: Problem, F: Any = ops) -> tuple[Array, Backward]:
+    out, cache = F.layer_scale_forward(p.arrays["x"], p.arrays["gamma"])
 
     def backward(dout: Array) -> Grads:
-        dx, dg = ops.layer_scale_backward(dout, cache)
+        dx, dg = F.layer_scale_backward(dout, cache)
         return {"x": dx, "gamma": dg}
 
     return out, backward
@@ -353,11 +355,11 @@ def drop_path_problems(draw: st.DrawFn) -> Problem:
     return Problem({"x": _normal(_rng(draw), *shape)}, kwargs=kwargs)
 
 
-def _run_drop_path(p: Problem) -> tuple[Array, Backward]:
+def _run_drop_path(p: Problem, F: Any = ops) -> tuple[Array, Backward]:
     kw = p.kwargs
     rng = np.random.default_rng(kw["seed"])
-    out, cache = ops.drop_path_forward(p.arrays["x"], kw["drop_prob"], training=kw["training"], rng=rng)
-    return out, lambda dout: {"x": ops.drop_path_backward(dout, cache)}
+    out, cache = F.drop_path_forward(p.arrays["x"], kw["drop_prob"], training=kw["training"], rng=rng)
+    return out, lambda dout: {"x": F.drop_path_backward(dout, cache)}
 
 
 def _torch_drop_path(t: dict[str, torch.Tensor], p: Problem) -> torch.Tensor:
@@ -380,9 +382,9 @@ def pool_problems(draw: st.DrawFn) -> Problem:
     return Problem({"x": _normal(_rng(draw), *shape)})
 
 
-def _run_pool(p: Problem) -> tuple[Array, Backward]:
-    out, cache = ops.global_avg_pool_forward(p.arrays["x"])
-    return out, lambda dout: {"x": ops.global_avg_pool_backward(dout, cache)}
+def _run_pool(p: Problem, F: Any = ops) -> tuple[Array, Backward]:
+    out, cache = F.global_avg_pool_forward(p.arrays["x"])
+    return out, lambda dout: {"x": F.global_avg_pool_backward(dout, cache)}
 
 
 # --------------------------------------------------------------------------------------------- loss
@@ -401,9 +403,9 @@ def cross_entropy_problems(draw: st.DrawFn) -> Problem:
     return Problem({"logits": logits}, {"target": target}, {"label_smoothing": smoothing})
 
 
-def _run_cross_entropy(p: Problem) -> tuple[float, Backward]:
-    loss, cache = ops.cross_entropy_forward(p.arrays["logits"], p.aux["target"], **p.kwargs)
-    return loss, lambda dloss: {"logits": ops.cross_entropy_backward(dloss, cache)}
+def _run_cross_entropy(p: Problem, F: Any = ops) -> tuple[float, Backward]:
+    loss, cache = F.cross_entropy_forward(p.arrays["logits"], p.aux["target"], **p.kwargs)
+    return loss, lambda dloss: {"logits": F.cross_entropy_backward(dloss, cache)}
 
 
 def _torch_cross_entropy(t: dict[str, torch.Tensor], p: Problem) -> torch.Tensor:
@@ -430,12 +432,12 @@ def convmod_problems(draw: st.DrawFn) -> Problem:
     return convmod_problem(_rng(draw), *dims, k=draw(st.sampled_from([1, 3, 5, 7, 11, 21])))
 
 
-def _run_convmod(p: Problem) -> tuple[Array, Backward]:
-    params = {k: p.arrays[k] for k in ops.CONVMOD_KEYS}
-    out, cache = ops.convmod_forward(p.arrays["x"], params)
+def _run_convmod(p: Problem, F: Any = ops) -> tuple[Array, Backward]:
+    params = {k: p.arrays[k] for k in F.CONVMOD_KEYS}
+    out, cache = F.convmod_forward(p.arrays["x"], params)
 
     def backward(dout: Array) -> Grads:
-        dx, grads = ops.convmod_backward(dout, cache)
+        dx, grads = F.convmod_backward(dout, cache)
         return {"x": dx} | grads
 
     return out, backward
@@ -459,12 +461,12 @@ def pos_residual_problems(draw: st.DrawFn) -> Problem:
     return Problem({"h": _normal(rng, n, c, h, w), "w": _normal(rng, c, 1, k, k), "b": _normal(rng, c)})
 
 
-def _run_pos_residual(p: Problem) -> tuple[Array, Backward]:
+def _run_pos_residual(p: Problem, F: Any = ops) -> tuple[Array, Backward]:
     a = p.arrays
-    out, cache = ops.pos_residual_forward(a["h"], a["w"], a["b"])
+    out, cache = F.pos_residual_forward(a["h"], a["w"], a["b"])
 
     def backward(dout: Array) -> Grads:
-        return _xwb(*ops.pos_residual_backward(dout, cache), x_name="h")
+        return _xwb(*F.pos_residual_backward(dout, cache), x_name="h")
 
     return out, backward
 
@@ -489,11 +491,11 @@ def mlp_problems(draw: st.DrawFn) -> Problem:
     return mlp_problem(_rng(draw), *dims, ratio=draw(st.integers(1, 4)))
 
 
-def _run_mlp(p: Problem) -> tuple[Array, Backward]:
-    out, cache = ops.mlp_forward(p.arrays["x"], {k: p.arrays[k] for k in ops.MLP_KEYS})
+def _run_mlp(p: Problem, F: Any = ops) -> tuple[Array, Backward]:
+    out, cache = F.mlp_forward(p.arrays["x"], {k: p.arrays[k] for k in F.MLP_KEYS})
 
     def backward(dout: Array) -> Grads:
-        dx, grads = ops.mlp_backward(dout, cache)
+        dx, grads = F.mlp_backward(dout, cache)
         return {"x": dx} | grads
 
     return out, backward
