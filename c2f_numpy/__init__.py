@@ -26,11 +26,14 @@ _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 # The environment above must be set before these imports start NumPy and Numba.
 from .io import load_torch_checkpoint, load_weights, save_weights
 from .models import (
+    SMALL_VARIANTS,
     VARIANTS,
     Conv2Former,
     conv2former_b,
     conv2former_b_22k,
     conv2former_l,
+    conv2former_micro,
+    conv2former_mini,
     conv2former_n,
     conv2former_s,
     conv2former_t,
@@ -42,12 +45,15 @@ from .models import (
 from .version import __version__
 
 __all__ = [
+    "SMALL_VARIANTS",
     "VARIANTS",
     "Conv2Former",
     "__version__",
     "conv2former_b",
     "conv2former_b_22k",
     "conv2former_l",
+    "conv2former_micro",
+    "conv2former_mini",
     "conv2former_n",
     "conv2former_s",
     "conv2former_t",

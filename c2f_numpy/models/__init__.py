@@ -12,10 +12,14 @@ import numpy as np
 
 from ..io import load_weights, save_weights
 from ..version import __version__
-from .conv2former import MLP, VARIANTS, Block, Conv2Former, SpatialAttention, Variant
+from .conv2former import HEAD_DIM, MLP, SMALL_VARIANTS, VARIANTS, Block, Conv2Former, SpatialAttention, Variant
+
+ALL_VARIANTS = VARIANTS | SMALL_VARIANTS
 
 __all__ = [
+    "ALL_VARIANTS",
     "MLP",
+    "SMALL_VARIANTS",
     "VARIANTS",
     "Block",
     "Conv2Former",
@@ -24,6 +28,8 @@ __all__ = [
     "conv2former_b",
     "conv2former_b_22k",
     "conv2former_l",
+    "conv2former_micro",
+    "conv2former_mini",
     "conv2former_n",
     "conv2former_s",
     "conv2former_t",
@@ -43,7 +49,8 @@ def _build(
     in_chans: int = 3,
     **kwargs: Any,
 ) -> Conv2Former:
-    v = VARIANTS[name]
+    v = ALL_VARIANTS[name]
+    kwargs = {"stem_stride": v.stem_stride, "head_dim": v.head_dim} | kwargs
     return Conv2Former(
         v.dims, v.depths, kernel_size if kernel_size is not None else v.kernel_size, v.mlp_ratio, in_chans,
         num_classes, drop_path_rate, dtype=dtype, **kwargs,
@@ -80,6 +87,16 @@ def conv2former_l(**kwargs: Any) -> Conv2Former:
     return _build("conv2former_l", **kwargs)
 
 
+def conv2former_micro(**kwargs: Any) -> Conv2Former:
+    """Small-image Conv2Former (ours): dims 32-64-128, depths 2-2-2, kernel 7, stride-2 stem, head 256."""
+    return _build("conv2former_micro", **kwargs)
+
+
+def conv2former_mini(**kwargs: Any) -> Conv2Former:
+    """Small-image Conv2Former (ours): dims 48-96-192, depths 2-2-2, kernel 7, stride-2 stem, head 384."""
+    return _build("conv2former_mini", **kwargs)
+
+
 def create_model(
     name: str,
     *,
@@ -87,16 +104,17 @@ def create_model(
     weights: Literal["auto", "plain", "ema"] = "auto",
     **kwargs: Any,
 ) -> Conv2Former:
-    """Build a variant by name (``"conv2former_t"``, or just ``"t"``); optionally load weights.
+    """Build a variant by name (``"conv2former_t"``, or just ``"t"``; the small-image ``"micro"``, ``"mini"``);
+    optionally load weights.
 
     ``checkpoint`` is a path (.pth, .npz, .safetensors) or a state dict; ``weights`` picks the plain or EMA
     weights of a torch training checkpoint. The kernel size, class count and input channels are read from
     the weights (``attn.att.2.weight``, ``pred.weight``, the stem conv) unless given, so a checkpoint of the
     older all-k=11 release loads into N as well. Loading is strict: every key must match.
     """
-    key = name if name in VARIANTS else f"conv2former_{name}"
-    if key not in VARIANTS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(VARIANTS)}")
+    key = name if name in ALL_VARIANTS else f"conv2former_{name}"
+    if key not in ALL_VARIANTS:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(ALL_VARIANTS)}")
     if checkpoint is None:
         return _build(key, **kwargs)
     state = dict(checkpoint) if isinstance(checkpoint, Mapping) else load_weights(checkpoint, weights=weights)[0]
@@ -128,7 +146,7 @@ def save_model(model: Conv2Former, path: str | os.PathLike[str]) -> Path:
     config = {
         "dims": list(model.dims), "depths": list(model.depths), "kernel_size": model.kernel_size,
         "mlp_ratio": model.mlp_ratio, "in_chans": model.in_chans, "num_classes": model.num_classes,
-        "dtype": model.dtype.name,
+        "dtype": model.dtype.name, "stem_stride": model.stem_stride, "head_dim": model.head_dim,
     }  # fmt: skip
     meta = {_CONFIG_KEY: json.dumps(config), "library": f"c2f_numpy {__version__}"}
     return save_weights(path, model.state_dict(), meta)
@@ -146,6 +164,7 @@ def load_model(path: str | os.PathLike[str], *, dtype: Any = None) -> Conv2Forme
     model = Conv2Former(
         tuple(config["dims"]), tuple(config["depths"]), config["kernel_size"], config["mlp_ratio"],
         config["in_chans"], config["num_classes"], dtype=dtype or config["dtype"],
+        stem_stride=config.get("stem_stride", 4), head_dim=config.get("head_dim", HEAD_DIM),
     )  # fmt: skip
     model.load_state_dict(state, strict=True)
     return model

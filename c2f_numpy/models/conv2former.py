@@ -24,6 +24,7 @@ from ..nn.module import Shape
 from ..ops.checks import OpDTypeError, OpInputError, check_array
 
 HEAD_DIM = 1280
+STEM_STRIDES = (4, 2, 1)  # 4 is the official stem; 2 and 1 are for small images (see SMALL_VARIANTS)
 LN_EPS = 1e-6
 # backend -> (op namespace, activation layout). "numba" is the fast copy (c2f_numpy.kernels), "numpy" the
 # readable teaching copy (c2f_numpy.ops); both take and return NCHW at the model's boundary.
@@ -32,12 +33,15 @@ BACKENDS = ("numba", "numpy")
 
 @dataclass(frozen=True)
 class Variant:
-    """One Conv2Former configuration: widths and depths of the four stages and the default kernel size."""
+    """One Conv2Former configuration: widths and depths of the stages, the default kernel size, and (for the
+    small-image configurations) the stem's downsampling factor and the width of the head's 1x1 conv."""
 
     dims: tuple[int, ...]
     depths: tuple[int, ...]
     kernel_size: int
     mlp_ratio: int = 4
+    stem_stride: int = 4
+    head_dim: int = HEAD_DIM
 
 
 # The official variants (latest official code: N and B_22k use k=7, the others k=11).
@@ -48,6 +52,15 @@ VARIANTS: dict[str, Variant] = {
     "conv2former_b": Variant((96, 192, 384, 768), (4, 4, 34, 4), 11),
     "conv2former_b_22k": Variant((96, 192, 384, 768), (4, 4, 34, 4), 7),
     "conv2former_l": Variant((128, 256, 512, 1024), (4, 4, 48, 4), 11),
+}
+
+# Small-image configurations (ours, not the paper's). The official network downsamples by 32, so a 28x28 or
+# 32x32 image reaches stage 1 at 7x7 or 8x8 and ends at 1x1, where a k=7 or k=11 kernel mostly sees padding.
+# These use three stages and a stride-2 stem (stage 1 at 14x14 for 28x28 input, 16x16 for 32x32; the last
+# stage at 3x3 / 4x4) and a narrower head; the blocks are the official ones. docs/training.md has the costs.
+SMALL_VARIANTS: dict[str, Variant] = {
+    "conv2former_micro": Variant((32, 64, 128), (2, 2, 2), 7, stem_stride=2, head_dim=256),
+    "conv2former_mini": Variant((48, 96, 192), (2, 2, 2), 7, stem_stride=2, head_dim=384),
 }
 
 
@@ -196,6 +209,8 @@ class Conv2Former(Module):
         seed: int = 0,
         drop_path_rng: np.random.Generator | None = None,
         backend: str = "numba",
+        stem_stride: int = 4,
+        head_dim: int = HEAD_DIM,
     ) -> None:
         super().__init__()
         dtype = np.dtype(dtype)
@@ -205,25 +220,32 @@ class Conv2Former(Module):
             raise ValueError(f"Conv2Former: dims {dims} and depths {depths} must be non-empty and of equal length")
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"Conv2Former: kernel_size must be odd (padding k//2 keeps H, W), got {kernel_size}")
+        if stem_stride not in STEM_STRIDES:
+            raise ValueError(f"Conv2Former: stem_stride must be one of {STEM_STRIDES}, got {stem_stride!r}")
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"Conv2Former: drop_path_rate must be in [0, 1), got {drop_path_rate}")
         self.dims, self.depths, self.kernel_size, self.mlp_ratio = tuple(dims), tuple(depths), kernel_size, mlp_ratio
         self.in_chans, self.num_classes, self.dtype = in_chans, num_classes, dtype
+        self.stem_stride, self.head_dim = stem_stride, head_dim
         rng = np.random.default_rng(seed)
         self.drop_path_rng = drop_path_rng if drop_path_rng is not None else np.random.default_rng([seed, 1])
         kw: dict[str, Any] = {"dtype": dtype, "rng": rng}
 
+        # The stem: official (stride 4) = conv3x3 s2, conv3x3, conv2x2 s2. The small-image stems keep its seven
+        # modules (so the state-dict keys stay the same) and drop the downsampling: stride 2 makes the first
+        # conv stride 1; stride 1 also turns the last conv into a 1x1.
         half = dims[0] // 2
+        s1, (k3, s3) = (2, (2, 2)) if stem_stride == 4 else (1, (2, 2) if stem_stride == 2 else (1, 1))
         self.downsample_layers = ModuleList()
         self.downsample_layers.append(
             Sequential(
-                Conv2d(in_chans, half, 3, stride=2, padding=1, bias=False, **kw),
+                Conv2d(in_chans, half, 3, stride=s1, padding=1, bias=False, **kw),
                 GELU(),
                 BatchNorm2d(half, dtype=dtype),
                 Conv2d(half, half, 3, stride=1, padding=1, bias=False, **kw),
                 GELU(),
                 BatchNorm2d(half, dtype=dtype),
-                Conv2d(half, dims[0], 2, stride=2, bias=False, **kw),
+                Conv2d(half, dims[0], k3, stride=s3, bias=False, **kw),
             )
         )
         for i in range(len(dims) - 1):
@@ -243,8 +265,8 @@ class Conv2Former(Module):
             ]  # fmt: skip
             self.stages.append(Sequential(*blocks))
             cur += depths[i]
-        self.head = Sequential(Conv2d(dims[-1], HEAD_DIM, 1, **kw), GELU(), LayerNorm(HEAD_DIM, LN_EPS, dtype=dtype))
-        self.pred = Linear(HEAD_DIM, num_classes, **kw)
+        self.head = Sequential(Conv2d(dims[-1], head_dim, 1, **kw), GELU(), LayerNorm(head_dim, LN_EPS, dtype=dtype))
+        self.pred = Linear(head_dim, num_classes, **kw)
         self._cache: Any = None
         self.set_backend(backend)
 
@@ -301,7 +323,8 @@ class Conv2Former(Module):
             self.count_macs(x.shape)
         except ValueError as err:
             raise OpInputError(
-                f"{name}: a {x.shape[2]}x{x.shape[3]} image is too small: the network downsamples by 32 "
+                f"{name}: a {x.shape[2]}x{x.shape[3]} image is too small: the network downsamples by "
+                f"{self.stem_stride * 2 ** (len(self.dims) - 1)} "
                 f"and a stage would be empty ({err})"
             ) from None
 
@@ -312,7 +335,7 @@ class Conv2Former(Module):
             shape, m2 = stage.count_macs(shape)
             total += m1 + m2
         shape, m = self.head.count_macs(shape)
-        _, mp = self.pred.count_macs((shape[0], HEAD_DIM))
+        _, mp = self.pred.count_macs((shape[0], self.head_dim))
         return (shape[0], self.num_classes), total + m + mp
 
     # ---------------------------------------------------------------------------------------------- state
@@ -333,6 +356,6 @@ class Conv2Former(Module):
 
     def extra_repr(self) -> str:
         return (
-            f"dims={self.dims}, depths={self.depths}, kernel_size={self.kernel_size}, dtype={self.dtype}, "
-            f"backend={self.backend!r}"
+            f"dims={self.dims}, depths={self.depths}, kernel_size={self.kernel_size}, stem_stride={self.stem_stride}, "
+            f"head_dim={self.head_dim}, dtype={self.dtype}, backend={self.backend!r}"
         )
