@@ -13,11 +13,36 @@ from numba import njit, prange
 
 _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
-# float32 GELU: erf by Abramowitz & Stegun 7.1.26 (|error| <= 1.5e-7, below float32's resolution of Phi; the
-# exact kernel rounded to float32 is itself 2.4e-7 off). Written as q(z) = t * poly(t) * exp(-z^2) = 1 - erf(z)
-# for z >= 0, it gives Phi for negative x without cancellation, and exp(-z^2) is the derivative's phi as well.
-# Measured 4.6x faster than libm's erfc per element on this machine. float64 keeps the exact erfc.
-_AS_P, _AS_A = 0.3275911, (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+
+# float32 GELU. Numba has no SVML here, so math.exp / math.erfc would be scalar libm calls that keep the loop from
+# vectorizing; the kernels below use only float32 arithmetic, an int64 shift and selects, which LLVM turns into
+# 16-lane AVX-512 code (8x faster than A&S 7.1.26 with libm's exp, 0.31 / 0.33 ns per element forward / backward
+# with 2 threads). The constants are np.float32: a float64 one would promote the loop to float64 and halve the lanes.
+#
+# For z = |x| / sqrt 2, Phi(-|x|) = erfc(z) / 2 = t * g(t) * exp(-z^2) / 2 with t = 1 / (1 + p z) and g a degree-5
+# polynomial fitted to erfcx (minimax, weighted by the GELU error it causes; fit error <= 1.5e-8). The small side
+# Phi(-|x|) avoids cancellation for x < 0, and exp(-z^2) is the derivative's Gaussian as well.
+# exp(-w) = 2^-k exp(-r): r by Cody-Waite (k * _F32_LN2_HI is exact), exp(-r) by a degree-5 minimax polynomial
+# (relative error 7.4e-8), 2^-k exactly as the integer 1 << (62 - k) converted to float32 (no bit casts in Numba),
+# the 2^-62 folded into the polynomial. k <= 61 keeps the shift in range, hence w <= 42 (|x| <= 9.1); beyond
+# _F32_GELU_CUT the kernels return the limits (x or -0.0; derivative 1 or 0), which is also what makes +-inf right
+# (x * Phi(x) and x * phi(x) would be inf * 0 there). NaN propagates through the arithmetic; min(_F32_EXP_WMAX, NaN)
+# takes the bound, so the float-to-int conversion stays defined.
+# Measured on every finite float32 against the float64 form with erfc: forward |error| <= 8.7e-8 beyond the float32
+# rounding of the result (which alone reaches 2.4e-7 for 4 <= x < 8), derivative |error| <= 2.3e-7.
+_f32 = np.float32
+_F32_HALF, _F32_ONE, _F32_ZERO, _F32_NZERO = _f32(0.5), _f32(1.0), _f32(0.0), _f32(-0.0)
+_F32_SQRT_HALF, _F32_INV_SQRT_2PI = _f32(_SQRT_HALF), _f32(_INV_SQRT_2PI)
+_F32_ERFC_P = _f32(0.555)
+# g(t) / 2 (the 1/2 of Phi = erfc / 2 folded in; exact)
+_F32_ERFC_G = tuple(_f32(0.5 * c) for c in (0.30552965, 0.38549522, -0.01741888, 0.73196977, -0.51443356, 0.10885783))
+_F32_LOG2E = _f32(1.0 / math.log(2.0))
+_F32_LN2_HI = _f32(0.693145751953125)  # 15 significant bits
+_F32_LN2_LO = _f32(math.log(2.0) - 0.693145751953125)
+# exp(-r) * 2^-62 (scaling by a power of two is exact)
+_F32_EXP_C = tuple(_f32(2.0**-62 * c) for c in (1.0, -1.00000005, 0.49999043, -0.16666939, 0.04190804, -0.00832566))
+_F32_EXP_WMAX = _f32(42.0)
+_F32_GELU_CUT = _f32(9.0)  # |GELU(-9)| = 1e-18; for x > 9, GELU(x) rounds to x
 
 
 @njit(parallel=True, cache=True)
@@ -83,28 +108,45 @@ def gelu_flat_backward(x: np.ndarray, dout: np.ndarray, dx: np.ndarray) -> None:
 
 
 @njit(inline="always", fastmath={"contract"})
-def _phi_and_gauss(v: float) -> tuple[float, float]:  # pragma: no cover
-    """(Phi(v), exp(-v^2 / 2)) by A&S 7.1.26 (see above)."""
-    a1, a2, a3, a4, a5 = _AS_A
-    z = abs(v) * _SQRT_HALF
-    t = 1.0 / (1.0 + _AS_P * z)
-    e = math.exp(-z * z)
-    q = t * (a1 + t * (a2 + t * (a3 + t * (a4 + t * a5)))) * e
-    return (0.5 * q if v < 0 else 1.0 - 0.5 * q), e
+def _exp_neg_f32(w: np.float32) -> np.float32:  # pragma: no cover
+    """exp(-w) for 0 <= w <= _F32_EXP_WMAX (see above)."""
+    c0, c1, c2, c3, c4, c5 = _F32_EXP_C
+    kf = np.floor(w * _F32_LOG2E + _F32_HALF)
+    r = (w - kf * _F32_LN2_HI) - kf * _F32_LN2_LO
+    return (c0 + r * (c1 + r * (c2 + r * (c3 + r * (c4 + r * c5))))) * _f32(np.int64(1) << (62 - np.int64(kf)))
+
+
+@njit(inline="always", fastmath={"contract"})
+def _phi_small_side_f32(v: np.float32) -> tuple[np.float32, np.float32]:  # pragma: no cover
+    """(Phi(-|v|), exp(-v^2 / 2)), float32 (see above)."""
+    g0, g1, g2, g3, g4, g5 = _F32_ERFC_G
+    a = abs(v)
+    t = _F32_ONE / (_F32_ONE + _F32_ERFC_P * (a * _F32_SQRT_HALF))
+    # the bound first: min() returns its first argument when the comparison with NaN fails
+    e = _exp_neg_f32(min(_F32_EXP_WMAX, _F32_HALF * a * a))
+    return t * (g0 + t * (g1 + t * (g2 + t * (g3 + t * (g4 + t * g5))))) * e, e
 
 
 @njit(parallel=True, fastmath={"contract"}, cache=True)
 def gelu_flat_approx(x: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover
-    """float32 GELU forward: x * Phi(x) with the A&S erf."""
+    """float32 GELU forward: x * Phi(x) (x - x * Phi(-x) for x > 0), vectorized (see above)."""
     for i in prange(x.size):
         v = x[i]
-        y[i] = v * _phi_and_gauss(v)[0]
+        q = _phi_small_side_f32(v)[0]
+        out = v * q if v <= _F32_ZERO else v - v * q
+        if abs(v) > _F32_GELU_CUT:  # a select, not a branch, once vectorized
+            out = v if v > _F32_ZERO else _F32_NZERO
+        y[i] = out
 
 
 @njit(parallel=True, fastmath={"contract"}, cache=True)
 def gelu_flat_approx_backward(x: np.ndarray, dout: np.ndarray, dx: np.ndarray) -> None:  # pragma: no cover
-    """float32 GELU backward: dout * (Phi(x) + x * phi(x)), phi from the same exponential."""
+    """float32 GELU backward: dout * (Phi(x) + x * phi(x)), phi from the same exponential (see above)."""
     for i in prange(x.size):
         v = x[i]
-        phi, e = _phi_and_gauss(v)
-        dx[i] = dout[i] * (phi + v * _INV_SQRT_2PI * e)
+        q, e = _phi_small_side_f32(v)
+        xphi = v * _F32_INV_SQRT_2PI * e
+        d = q + xphi if v <= _F32_ZERO else (_F32_ONE - q) + xphi
+        if abs(v) > _F32_GELU_CUT:
+            d = _F32_ONE if v > _F32_ZERO else _F32_ZERO
+        dx[i] = dout[i] * d

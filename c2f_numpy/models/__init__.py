@@ -35,6 +35,7 @@ __all__ = [
     "conv2former_t",
     "create_model",
     "load_model",
+    "model_config",
     "model_stats",
     "save_model",
 ]
@@ -138,29 +139,45 @@ def model_stats(model: Conv2Former, image_size: int | tuple[int, int] = 224) -> 
 
 
 # The architecture is stored next to the weights, so a saved model rebuilds itself without its constructor call.
-_CONFIG_KEY = "c2f_numpy.config"
+CONFIG_KEY = "c2f_numpy.config"
+# Training checkpoints (c2f_numpy.train.checkpoint) carry this key too, their weights as model.* / ema.* arrays.
+CHECKPOINT_KEY = "c2f_numpy.checkpoint"
 
 
-def save_model(model: Conv2Former, path: str | os.PathLike[str]) -> Path:
-    """Write the model's weights (.npz or .safetensors, atomically) with its architecture as metadata."""
-    config = {
+def model_config(model: Conv2Former) -> dict[str, Any]:
+    """The architecture as JSON-able data: ``Conv2Former(**model_config(m))`` builds the same network."""
+    return {
         "dims": list(model.dims), "depths": list(model.depths), "kernel_size": model.kernel_size,
         "mlp_ratio": model.mlp_ratio, "in_chans": model.in_chans, "num_classes": model.num_classes,
         "dtype": model.dtype.name, "stem_stride": model.stem_stride, "head_dim": model.head_dim,
     }  # fmt: skip
-    meta = {_CONFIG_KEY: json.dumps(config), "library": f"c2f_numpy {__version__}"}
+
+
+def save_model(model: Conv2Former, path: str | os.PathLike[str]) -> Path:
+    """Write the model's weights (.npz or .safetensors, atomically) with its architecture as metadata."""
+    meta = {CONFIG_KEY: json.dumps(model_config(model)), "library": f"c2f_numpy {__version__}"}
     return save_weights(path, model.state_dict(), meta)
 
 
-def load_model(path: str | os.PathLike[str], *, dtype: Any = None) -> Conv2Former:
-    """Rebuild a model written by :func:`save_model` (in its saved dtype unless ``dtype`` is given)."""
+def load_model(
+    path: str | os.PathLike[str], *, dtype: Any = None, weights: Literal["plain", "ema"] = "plain"
+) -> Conv2Former:
+    """Rebuild a model written by :func:`save_model` or a ``c2f-train`` checkpoint (in its saved dtype unless
+    ``dtype`` is given). ``weights="ema"`` takes a checkpoint's EMA weights."""
     state, meta = load_weights(path)
-    if _CONFIG_KEY not in meta:
+    if CHECKPOINT_KEY in meta:
+        prefix = "ema." if weights == "ema" else "model."
+        state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+        if not state:
+            raise ValueError(f"{path}: the checkpoint holds no {weights} weights")
+    elif weights != "plain":
+        raise ValueError(f"{path}: weights={weights!r} needs a training checkpoint; this file holds one set")
+    if CONFIG_KEY not in meta:
         raise ValueError(
-            f"{path}: no architecture metadata ({_CONFIG_KEY!r}); it was not written by save_model. Build the "
+            f"{path}: no architecture metadata ({CONFIG_KEY!r}); it was not written by save_model. Build the "
             "variant and load the weights: create_model(name, checkpoint=path)"
         )
-    config = json.loads(meta[_CONFIG_KEY])
+    config = json.loads(meta[CONFIG_KEY])
     model = Conv2Former(
         tuple(config["dims"]), tuple(config["depths"]), config["kernel_size"], config["mlp_ratio"],
         config["in_chans"], config["num_classes"], dtype=dtype or config["dtype"],

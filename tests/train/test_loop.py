@@ -1,0 +1,303 @@
+"""The training loop: bitwise resume (in process and after a SIGKILL), the NaN stop, checkpoint errors, EMA,
+gradient clipping and the schedule against torch, the CLI and its files."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from c2f_numpy.data import Dataset, write_idx
+from c2f_numpy.models import load_model, save_model
+from c2f_numpy.train import (
+    BEST,
+    LAST,
+    TrainCheckpointError,
+    TrainConfig,
+    Trainer,
+    TrainingDiverged,
+    clip_grad_norm,
+    cosine_lr,
+    load_checkpoint,
+)
+from c2f_numpy.train.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parents[2]
+# Seconds and rates differ between runs; every other metric must match bit for bit.
+TIMING_KEYS = {"train_seconds", "eval_seconds", "img_per_s", "wall_seconds"}
+
+
+def make_split(n: int, seed: int, size: int = 16, classes: int = 4, noise: int = 80) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose class (mod 4) is a bright quadrant plus noise: learnable in a few steps."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, classes, n)
+    images = rng.integers(0, noise, (n, 1, size, size)).astype(np.uint8)
+    h = size // 2
+    for i, c in enumerate(labels):
+        r, q = divmod(int(c) % 4, 2)
+        images[i, 0, r * h : (r + 1) * h, q * h : (q + 1) * h] += 150
+    return images, labels.astype(np.int64)
+
+
+def make_dataset(split: str, n: int, seed: int) -> Dataset:
+    images, labels = make_split(n, seed)
+    return Dataset("toy", split, images, labels, ["a", "b", "c", "d"], (0.3,), (0.3,))
+
+
+BASE = TrainConfig(
+    dataset="toy", model="micro", kernel_size=3, epochs=2, batch_size=8, lr=3e-3, warmup_epochs=0.5,
+    layer_scale_init=0.1, drop_path=0.2, ema_decay=0.9, clip_grad=1.0, crop_padding=1, eval_batch_size=16,
+)  # fmt: skip
+
+
+def run(out: Path, config: TrainConfig | None = BASE, **kw: object) -> Trainer:
+    trainer = Trainer(config, out, train_set=make_dataset("train", 48, 0), test_set=make_dataset("test", 20, 1),
+                      progress=False, log=lambda _: None, **kw)  # type: ignore[arg-type]  # fmt: skip
+    trainer.fit()
+    return trainer
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Two finished runs: identical weights, optimizer state, EMA, RNG and (timing aside) metrics."""
+    ca, cb = load_checkpoint(a / LAST), load_checkpoint(b / LAST)
+    for section in ("model", "optim", "ema"):
+        da, db = getattr(ca, section) or {}, getattr(cb, section) or {}
+        assert da.keys() == db.keys()
+        for key in da:
+            assert da[key].dtype == db[key].dtype and np.array_equal(da[key], db[key]), f"{section}.{key} differs"
+    strip = [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in ca.meta["history"]]
+    assert strip == [{k: v for k, v in row.items() if k not in TIMING_KEYS} for row in cb.meta["history"]]
+    for key in ("step", "loader", "drop_path_rng", "best"):
+        assert ca.meta[key] == cb.meta[key], key
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("uninterrupted")
+    run(out)
+    return out
+
+
+@pytest.mark.parametrize("stop", [1, 5, 6, 9])  # 6 steps per epoch: inside epoch 1, its last step, epoch 2
+def test_resume_is_bitwise_identical(tmp_path: Path, reference_run: Path, stop: int) -> None:
+    run(tmp_path, replace(BASE, checkpoint_every=2), stop_after_steps=stop)
+    assert load_checkpoint(tmp_path / LAST).meta["step"] == stop
+    run(tmp_path, None, resume=True)
+    ref = load_checkpoint(reference_run / LAST)
+    got = load_checkpoint(tmp_path / LAST)
+    assert got.meta["step"] == ref.meta["step"] == 12
+    for key in ref.model:
+        assert np.array_equal(ref.model[key], got.model[key]), key
+    # checkpoint_every is part of the config, so compare the rest through a run made with the same config
+    assert [r["test_acc"] for r in got.meta["history"]] == [r["test_acc"] for r in ref.meta["history"]]
+
+
+def test_run_learns_and_writes_its_files(reference_run: Path) -> None:
+    rows = [json.loads(line) for line in (reference_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert rows[-1]["train_acc"] >= 50.0  # chance is 25%; 12 steps are too few for BN's running statistics
+    assert all(0.0 <= r["test_acc"] <= 100.0 for r in rows)
+    assert "test_acc_ema" in rows[0]
+    csv_lines = (reference_run / "metrics.csv").read_text().splitlines()
+    assert csv_lines[0].split(",")[:3] == ["epoch", "step", "lr"] and len(csv_lines) == 3
+    assert (reference_run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary = json.loads((reference_run / "summary.json").read_text())
+    assert summary["best_acc"] == max(max(r["test_acc"], r["test_acc_ema"]) for r in rows)
+    assert (reference_run / BEST).exists()
+
+
+def test_checkpoint_loads_as_model(reference_run: Path, tmp_path: Path) -> None:
+    ckpt = load_checkpoint(reference_run / LAST)
+    plain, ema = load_model(reference_run / LAST), load_model(reference_run / LAST, weights="ema")
+    for key, value in ckpt.model.items():
+        assert np.array_equal(plain.state_dict()[key], value)
+    for key, value in ckpt.ema.items():  # type: ignore[union-attr]
+        assert np.array_equal(ema.state_dict()[key], value)
+    assert plain.stem_stride == 2 and plain.kernel_size == 3
+    with pytest.raises(ValueError, match="needs a training checkpoint"):
+        load_model(save_model(plain, tmp_path / "m.npz"), weights="ema")
+
+
+def test_ema_and_lr_follow_their_formulas(tmp_path: Path) -> None:
+    cfg = replace(BASE, epochs=1, drop_path=0.0, clip_grad=0.0)
+    t = Trainer(cfg, tmp_path, train_set=make_dataset("train", 48, 0), test_set=make_dataset("test", 20, 1),
+                progress=False, log=lambda _: None)  # fmt: skip
+    ema0 = {k: v.copy() for k, v in t.ema.items()}  # type: ignore[union-attr]
+    lrs = []
+    for x, y in t.loader:
+        t.train_step(x, y)
+        lrs.append(t.optimizer.lr)
+        if t.step == 1:
+            w1 = t.model.state_dict()
+        if t.step == 2:
+            break
+    w2 = t.model.state_dict()
+    for key in ema0:
+        if np.issubdtype(ema0[key].dtype, np.floating):
+            want = 0.9 * (0.9 * ema0[key] + 0.1 * w1[key]) + 0.1 * w2[key]
+            np.testing.assert_allclose(t.ema[key], want, rtol=1e-6, atol=1e-7)  # type: ignore[index]
+    assert lrs == [cosine_lr(s, 6, 3e-3, warmup_steps=3, min_lr=1e-5) for s in range(2)]
+
+
+def test_schedule_matches_torch() -> None:
+    torch = pytest.importorskip("torch")
+    total, warm, base, floor = 50, 7, 0.1, 1e-3
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base)
+    sched = torch.optim.lr_scheduler.SequentialLR(
+        opt,
+        [torch.optim.lr_scheduler.LinearLR(opt, start_factor=1 / warm, total_iters=warm - 1),
+         torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total - warm, eta_min=floor)],
+        milestones=[warm],
+    )  # fmt: skip
+    for step in range(total):
+        assert math.isclose(cosine_lr(step, total, base, warmup_steps=warm, min_lr=floor), opt.param_groups[0]["lr"],
+                            rel_tol=1e-9, abs_tol=1e-12), step  # fmt: skip
+        opt.step()
+        sched.step()
+    with pytest.raises(ValueError, match="warmup_steps"):
+        cosine_lr(0, 5, 0.1, warmup_steps=6)
+
+
+@pytest.mark.parametrize("max_norm", [0.5, 1e3])
+def test_clip_grad_norm_matches_torch(max_norm: float) -> None:
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    grads = [rng.standard_normal(s) for s in [(3, 4), (5,), (2, 2, 2)]]
+    tensors = [torch.zeros(g.shape, dtype=torch.float64, requires_grad=True) for g in grads]
+    for t, g in zip(tensors, grads, strict=True):
+        t.grad = torch.tensor(g)
+    want = float(torch.nn.utils.clip_grad_norm_(tensors, max_norm))
+    got = clip_grad_norm(grads, max_norm)
+    assert math.isclose(got, want, rel_tol=1e-12)
+    for t, g in zip(tensors, grads, strict=True):
+        np.testing.assert_allclose(g, t.grad.numpy(), rtol=1e-12)
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    cfg = replace(BASE, optimizer="sgd", lr=1e4, clip_grad=0.0, ema_decay=0.0, checkpoint_every=1, warmup_epochs=0)
+    with pytest.raises(TrainingDiverged, match=r"loss is (nan|inf).*last good checkpoint"):
+        run(tmp_path, cfg)
+    good = load_checkpoint(tmp_path / LAST)
+    assert all(np.isfinite(v).all() for v in good.model.values())
+    assert 1 <= good.meta["step"] < 12
+
+
+def test_non_finite_weights_are_never_saved(tmp_path: Path) -> None:
+    data = {"train_set": make_dataset("train", 48, 0), "test_set": make_dataset("test", 20, 1)}
+    t = Trainer(replace(BASE, checkpoint_every=1), tmp_path, progress=False, log=lambda _: None, stop_after_steps=2,
+                **data)  # type: ignore[arg-type]  # fmt: skip
+    t.fit()
+    before = (tmp_path / LAST).read_bytes()
+    t = Trainer(None, tmp_path, resume=True, train_set=make_dataset("train", 48, 0),
+                test_set=make_dataset("test", 20, 1), progress=False, log=lambda _: None)  # fmt: skip
+    step = t.optimizer.step
+
+    def poisoned_step() -> None:
+        step()
+        t.model.pred.weight.data[0, 0] = np.inf  # a finite loss, then a broken update
+
+    t.optimizer.step = poisoned_step  # type: ignore[method-assign]
+    with pytest.raises(TrainingDiverged, match=r"non-finite weights .*pred\.weight"):
+        t.fit()
+    assert (tmp_path / LAST).read_bytes() == before
+
+
+def test_bad_checkpoints_are_clear_errors(tmp_path: Path, reference_run: Path) -> None:
+    data = (reference_run / LAST).read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(TrainCheckpointError, match=r"cut\.npz: not a readable checkpoint"):
+        run(tmp_path / "a", None, resume=tmp_path / "cut.npz")
+    model = load_model(reference_run / LAST)
+    save_model(model, tmp_path / "weights.npz")
+    with pytest.raises(TrainCheckpointError, match="a weights file, not a training checkpoint"):
+        run(tmp_path / "b", None, resume=tmp_path / "weights.npz")
+    with pytest.raises(TrainCheckpointError, match=r"other settings .*lr: 0\.003 -> 0\.1"):
+        run(tmp_path / "c", replace(BASE, lr=0.1), resume=reference_run / LAST)
+    with pytest.raises(FileNotFoundError):
+        run(tmp_path / "d", None, resume=tmp_path / "missing.npz")
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="TrainConfig: optimizer must be"):
+        TrainConfig(optimizer="adam")
+    with pytest.raises(ValueError, match=r"unknown settings \['lr_max'\]"):
+        TrainConfig.from_dict({"lr_max": 1.0})
+
+
+# ---------------------------------------------------------------------------------------------- the CLI
+@pytest.fixture(scope="module")
+def fashion_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Files in the exact Fashion-MNIST layout (IDX, gzip, the official counts) with the toy images; the runs
+    below train on small subsets of them."""
+    root = tmp_path_factory.mktemp("fashion")
+    for split, n, seed in (("train", 60000, 0), ("t10k", 10000, 1)):
+        images, labels = make_split(n, seed, size=28, classes=10, noise=4)
+        write_idx(root / f"{split}-images-idx3-ubyte.gz", images[:, 0])
+        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels.astype(np.uint8))
+    return root
+
+
+CLI_ARGS = [
+    "--dataset", "fashion_mnist", "--model", "micro", "--kernel-size", "3", "--epochs", "3", "--batch-size", "8",
+    "--train-subset", "64", "--test-subset", "24", "--layer-scale-init", "0.1", "--drop-path", "0.1",
+    "--ema-decay", "0.9", "--checkpoint-every", "1", "--no-progress",
+]  # fmt: skip
+
+
+def cli(*args: str) -> subprocess.Popen[str]:
+    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "c2f_numpy.train", *args], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+
+
+def test_cli_survives_sigkill_bitwise(tmp_path: Path, fashion_dir: Path) -> None:
+    data = fashion_dir
+    ref = cli(*CLI_ARGS, "--data-dir", str(data), "--out", str(tmp_path / "ref"))
+    out, err = ref.communicate(timeout=600)
+    assert ref.returncode == 0, err
+    assert "best test accuracy" in out
+
+    victim = cli(*CLI_ARGS, "--data-dir", str(data), "--out", str(tmp_path / "run"))
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:  # kill it once a few steps are checkpointed, mid-epoch
+        if (tmp_path / "run" / LAST).exists() and load_checkpoint(tmp_path / "run" / LAST).meta["step"] >= 3:
+            break
+        time.sleep(0.05)
+    victim.send_signal(signal.SIGKILL)
+    victim.communicate(timeout=60)
+    killed_at = load_checkpoint(tmp_path / "run" / LAST).meta["step"]
+    assert 3 <= killed_at < 24
+
+    again = cli("--out", str(tmp_path / "run"), "--data-dir", str(data), "--resume", "--no-progress")
+    out, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    assert f"resuming at step {killed_at}" in out
+    assert_same_run(tmp_path / "ref", tmp_path / "run")
+
+
+def test_cli_errors(tmp_path: Path, fashion_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = fashion_dir
+    common = ["--data-dir", str(data), "--out", str(tmp_path / "o")]
+    assert cli_main([*CLI_ARGS, *common, "--epochs", "1", "--stop-after-steps", "1"]) == 0
+    assert cli_main([*CLI_ARGS, *common]) == 2
+    assert "exists: pass --resume" in capsys.readouterr().err
+    assert cli_main([*common, "--resume", "--lr", "0.5"]) == 2
+    assert "lr: 0.002 -> 0.5" in capsys.readouterr().err
+    assert cli_main(["--out", str(tmp_path / "x"), "--resume"]) == 2
+    assert "No such weights file" in capsys.readouterr().err
+    assert cli_main(["--data-dir", str(tmp_path / "nowhere"), "--out", str(tmp_path / "y")]) == 2
+    with pytest.raises(SystemExit):
+        cli_main(["--model", "gigantic"])
+    assert cli_main([*CLI_ARGS, "--data-dir", str(data), "--out", str(tmp_path / "z"), "--optimizer", "sgd",
+                     "--lr", "1e5", "--epochs", "1"]) == 3  # fmt: skip
+    assert "training diverged: loss is" in capsys.readouterr().err
