@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from c2f_numpy.ops import drop_path_forward
 from tests.torch_reference import (
+    SMALL_VARIANTS,
     VARIANTS,
     Block,
     DropPath,
@@ -86,7 +87,7 @@ def _official_keys(spec: VariantSpec) -> list[str]:
     keys += ["downsample_layers.0.3.weight"]
     keys += [f"downsample_layers.0.5.{s}" for s in bn]
     keys += ["downsample_layers.0.6.weight"]
-    for i in (1, 2, 3):
+    for i in range(1, len(spec.dims)):
         keys += [f"downsample_layers.{i}.{m}.{p}" for m in (0, 1) for p in ("weight", "bias")]
     for i, depth in enumerate(spec.depths):
         for j in range(depth):
@@ -182,6 +183,48 @@ def test_build_options() -> None:
         build_torch_conv2former("n", dtype=torch.int32)
 
 
+@pytest.mark.parametrize("variant", sorted(SMALL_VARIANTS))
+@pytest.mark.parametrize("stem_stride", [4, 2, 1])
+def test_small_configs_keys_and_shapes(variant: str, stem_stride: int) -> None:
+    spec = SMALL_VARIANTS[variant]
+    assert len(spec.dims) == len(spec.depths) == 3
+    model = _meta_model(variant, stem_stride=stem_stride, in_chans=1, num_classes=10)
+    sd = model.state_dict()
+    assert list(sd) == _official_keys(spec)  # the official pattern, with one downsampling layer per later stage
+    half, first, last = spec.dims[0] // 2, 2 if stem_stride == 4 else 1, 1 if stem_stride == 1 else 2
+    assert sd["downsample_layers.0.0.weight"].shape == (half, 1, 3, 3)
+    assert sd["downsample_layers.0.6.weight"].shape == (spec.dims[0], half, last, last)
+    stem = model.downsample_layers[0]
+    assert [stem[i].stride for i in (0, 3, 6)] == [(first, first), (1, 1), (last, last)]
+    assert sd["head.0.weight"].shape == (spec.head_dim, spec.dims[-1], 1, 1)
+    assert sd["head.2.weight"].shape == (spec.head_dim,)
+    assert sd["pred.weight"].shape == (10, spec.head_dim)
+    x = torch.zeros(2, 1, 28, 28, device="meta")
+    assert model.forward_features(x).shape == (2, spec.head_dim)
+
+
+def test_generalised_options() -> None:
+    spec = VariantSpec((8, 16), (1, 2), 3, stem_stride=1, head_dim=12)
+    m = build_torch_conv2former(spec, num_classes=4, layer_scale_init_value=0.25)
+    assert list(m.state_dict()) == _official_keys(spec)
+    assert m.pred.weight.shape == (4, 12)
+    assert all(torch.all(p == 0.25) for n, p in m.named_parameters() if "layer_scale" in n)
+    _randomize(m, 0)
+    official_init(m, 0)
+    assert all(torch.all(p == 0.25) for n, p in m.named_parameters() if "layer_scale" in n)
+    assert m(torch.randn(2, 3, 5, 7, dtype=torch.float64)).shape == (2, 4)
+    assert build_torch_conv2former("micro", head_dim=20).head[2].weight.shape == (20,)
+    assert build_torch_conv2former("MINI", stem_stride=4).downsample_layers[0][0].stride == (2, 2)
+    with pytest.raises(ValueError, match="stem_stride"):
+        build_torch_conv2former("micro", stem_stride=3)
+    with pytest.raises(ValueError, match="head_dim"):
+        build_torch_conv2former("micro", head_dim=0)
+    with pytest.raises(ValueError, match="dims and depths"):
+        build_torch_conv2former(VariantSpec((8, 16), (1,), 3))
+    with pytest.raises(ValueError, match="dims and depths"):
+        build_torch_conv2former(VariantSpec((), (), 3))
+
+
 def test_official_checkpoint_layout_loads_strictly() -> None:
     """A state dict with the official layout (here: another replica's) loads with strict=True, shapes included."""
     src = build_torch_conv2former("n", num_classes=7)
@@ -201,8 +244,11 @@ def _ln(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
     return (x - mu) / torch.sqrt(var + 1e-6) * w[:, None, None] + b[:, None, None]
 
 
-def _functional_forward(sd: dict[str, Tensor], x: Tensor, depths: tuple[int, ...]) -> Tensor:
-    """Eval-mode Conv2Former with F.* ops only (BatchNorm from running statistics, eps 1e-5)."""
+def _functional_forward(sd: dict[str, Tensor], x: Tensor, depths: tuple[int, ...], stem_stride: int = 4) -> Tensor:
+    """Eval-mode Conv2Former with F.* ops only (BatchNorm from running statistics, eps 1e-5).
+
+    The stem downsamples by ``stem_stride``: 4 = 2 (first conv) * 2 (last conv), 2 = 1 * 2, 1 = 1 * 1.
+    """
 
     def bn(x: Tensor, p: str) -> Tensor:
         return F.batch_norm(x, sd[p + "running_mean"], sd[p + "running_var"], sd[p + "weight"], sd[p + "bias"])
@@ -214,9 +260,10 @@ def _functional_forward(sd: dict[str, Tensor], x: Tensor, depths: tuple[int, ...
     def pw(x: Tensor, p: str) -> Tensor:
         return F.conv2d(x, sd[p + "weight"], sd[p + "bias"])
 
-    x = bn(F.gelu(F.conv2d(x, sd["downsample_layers.0.0.weight"], stride=2, padding=1)), "downsample_layers.0.2.")
+    s1, s3 = {4: (2, 2), 2: (1, 2), 1: (1, 1)}[stem_stride]
+    x = bn(F.gelu(F.conv2d(x, sd["downsample_layers.0.0.weight"], stride=s1, padding=1)), "downsample_layers.0.2.")
     x = bn(F.gelu(F.conv2d(x, sd["downsample_layers.0.3.weight"], padding=1)), "downsample_layers.0.5.")
-    x = F.conv2d(x, sd["downsample_layers.0.6.weight"], stride=2)
+    x = F.conv2d(x, sd["downsample_layers.0.6.weight"], stride=s3)
     for i, depth in enumerate(depths):
         if i > 0:
             p = f"downsample_layers.{i}."
@@ -245,6 +292,21 @@ def test_forward_matches_a_functional_forward(kernel_size: int, size: int) -> No
         want = _functional_forward(model.state_dict(), x, VARIANTS["n"].depths)
     assert got.shape == (3, 11)
     assert want.abs().max() > 1e-2  # not a degenerate comparison
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("variant", "stem_stride", "in_chans", "size"), [("micro", 2, 1, 28), ("micro", 1, 3, 32), ("mini", 4, 3, 37)]
+)
+def test_small_configs_match_a_functional_forward(variant: str, stem_stride: int, in_chans: int, size: int) -> None:
+    model = build_torch_conv2former(variant, stem_stride=stem_stride, num_classes=10, in_chans=in_chans).eval()
+    _randomize(model, 7)
+    x = torch.randn(2, in_chans, size, size, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    with torch.no_grad():
+        got = model(x)
+        want = _functional_forward(model.state_dict(), x, SMALL_VARIANTS[variant].depths, stem_stride)
+    assert got.shape == (2, 10)
+    assert want.abs().max() > 1e-2
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
@@ -420,16 +482,19 @@ def test_torch_bernoulli_drop_path_statistics() -> None:
 # Parameter and MAC counts
 
 
-def _closed_form(spec: VariantSpec, k: int, size: int, in_chans: int, num_classes: int) -> tuple[int, int]:
+def _closed_form(
+    spec: VariantSpec, k: int, size: int, in_chans: int, num_classes: int, stem_stride: int | None = None
+) -> tuple[int, int]:
     """(params, MACs per image) from the architecture notes; square input of side ``size``."""
-    d = spec.dims
+    d, hd = spec.dims, spec.head_dim
+    s1, kk = {4: (2, 2), 2: (1, 2), 1: (1, 1)}[spec.stem_stride if stem_stride is None else stem_stride]
     c = d[0] // 2
-    h1 = (size - 1) // 2 + 1  # conv3x3, stride 2, padding 1
-    params = in_chans * c * 9 + 2 * c + c * c * 9 + 2 * c + c * d[0] * 4
+    h1 = (size - 1) // s1 + 1  # conv3x3, stride s1, padding 1
+    params = in_chans * c * 9 + 2 * c + c * c * 9 + 2 * c + c * d[0] * kk * kk
     macs = h1 * h1 * c * (in_chans * 9 + c * 9)
-    r = h1 // 2
-    macs += r * r * d[0] * c * 4
-    for i in range(4):
+    r = h1 // kk  # conv kk x kk, stride kk
+    macs += r * r * d[0] * c * kk * kk
+    for i in range(len(d)):
         if i > 0:
             r //= 2
             params += 2 * d[i - 1] + d[i - 1] * d[i] * 4 + d[i]
@@ -437,8 +502,8 @@ def _closed_form(spec: VariantSpec, k: int, size: int, in_chans: int, num_classe
         e = d[i]
         params += spec.depths[i] * (11 * e * e + e * k * k + 55 * e)
         macs += spec.depths[i] * r * r * (3 * e * e + e * k * k + 8 * e * e + 36 * e)
-    params += d[3] * 1280 + 1280 + 2 * 1280 + 1280 * num_classes + num_classes
-    macs += r * r * d[3] * 1280 + 1280 * num_classes
+    params += d[-1] * hd + hd + 2 * hd + hd * num_classes + num_classes
+    macs += r * r * d[-1] * hd + hd * num_classes
     return params, macs
 
 
@@ -457,6 +522,16 @@ def test_counts_match_closed_form_off_default(variant: str, k: int, size: int, i
     model = _meta_model(variant, kernel_size=k, in_chans=in_chans, num_classes=num_classes)
     got = count_params(model), count_macs(model, (in_chans, size, size))
     assert got == _closed_form(VARIANTS[variant], k, size, in_chans, num_classes)
+
+
+@pytest.mark.parametrize(
+    ("variant", "stem_stride", "size", "in_chans"),
+    [("micro", 2, 28, 1), ("micro", 1, 32, 3), ("mini", 2, 32, 3), ("mini", 1, 28, 1), ("mini", 4, 64, 3)],
+)
+def test_small_config_counts_match_closed_form(variant: str, stem_stride: int, size: int, in_chans: int) -> None:
+    model = _meta_model(variant, stem_stride=stem_stride, in_chans=in_chans, num_classes=10)
+    got = count_params(model), count_macs(model, (in_chans, size, size))
+    assert got == _closed_form(SMALL_VARIANTS[variant], 7, size, in_chans, 10, stem_stride)
 
 
 def test_count_macs_real_forward_equals_meta_and_is_per_image() -> None:

@@ -14,6 +14,12 @@ checkpoint loads with ``load_state_dict(..., strict=True)``:
 
 Forward as the official code: stem and stages, head, mean over H and W, then ``pred``.
 
+Beyond the official network, for the small-image configurations of c2f_numpy (:data:`SMALL_VARIANTS`), the
+model also takes ``stem_stride`` (4: the official stem; 2: the first conv has stride 1; 1: also the last conv
+is a 1x1 with stride 1), ``head_dim`` (the head's width, official 1280), any number of stages (one
+``downsample_layers.i`` per stage after the first) and ``layer_scale_init_value``. The seven stem modules and
+all names stay, so the keys have the official pattern. The defaults are the official network.
+
 Differences from the official file, none of which changes keys or numerics: no timm (DropPath and the init are
 written here), the unused constructor arguments (window sizes, heads, ...) are gone, and the per-block
 drop-path rates are computed on the CPU so the model can also be built under ``torch.device("meta")``.
@@ -32,6 +38,9 @@ import torch
 from torch import Tensor, nn
 
 __all__ = [
+    "ALL_VARIANTS",
+    "SMALL_VARIANTS",
+    "STEM_STRIDES",
     "VARIANTS",
     "Block",
     "ChannelsFirstLayerNorm",
@@ -51,12 +60,15 @@ __all__ = [
 LN_EPS = 1e-6
 LAYER_SCALE_INIT = 1e-6
 HEAD_DIM = 1280
+STEM_STRIDES = (4, 2, 1)
 
 
 class VariantSpec(NamedTuple):
-    dims: tuple[int, int, int, int]
-    depths: tuple[int, int, int, int]
+    dims: tuple[int, ...]
+    depths: tuple[int, ...]
     kernel_size: int  # default size of the depthwise kernel in attn.att.2
+    stem_stride: int = 4  # 4 is the official stem
+    head_dim: int = HEAD_DIM
 
 
 # As the latest official code ("update model config", 2025-01-02): N and B_22k use k=7, the others k=11.
@@ -68,6 +80,13 @@ VARIANTS: dict[str, VariantSpec] = {
     "b_22k": VariantSpec((96, 192, 384, 768), (4, 4, 34, 4), 7),
     "l": VariantSpec((128, 256, 512, 1024), (4, 4, 48, 4), 11),
 }
+
+# The small-image configurations of c2f_numpy (not official): three stages, a stride-2 stem, a narrower head.
+SMALL_VARIANTS: dict[str, VariantSpec] = {
+    "micro": VariantSpec((32, 64, 128), (2, 2, 2), 7, stem_stride=2, head_dim=256),
+    "mini": VariantSpec((48, 96, 192), (2, 2, 2), 7, stem_stride=2, head_dim=384),
+}
+ALL_VARIANTS: dict[str, VariantSpec] = VARIANTS | SMALL_VARIANTS
 
 _NUMPY_DTYPES: dict[torch.dtype, type[np.floating]] = {
     torch.float64: np.float64,
@@ -186,13 +205,21 @@ class ConvMLP(nn.Module):
 class Block(nn.Module):
     """x + drop_path(ls1 * attn(x)), then + drop_path(ls2 * mlp(x)); one DropPath module serves both branches."""
 
-    def __init__(self, dim: int, kernel_size: int, drop_path: float = 0.0, mlp_ratio: int = 4) -> None:
+    def __init__(
+        self,
+        dim: int,
+        kernel_size: int,
+        drop_path: float = 0.0,
+        mlp_ratio: int = 4,
+        layer_scale_init_value: float = LAYER_SCALE_INIT,
+    ) -> None:
         super().__init__()
         self.attn = ConvMod(dim, kernel_size)
         self.drop_path: nn.Module = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.mlp = ConvMLP(dim, mlp_ratio)
-        self.layer_scale_1 = nn.Parameter(LAYER_SCALE_INIT * torch.ones(dim))
-        self.layer_scale_2 = nn.Parameter(LAYER_SCALE_INIT * torch.ones(dim))
+        self.layer_scale_init_value = float(layer_scale_init_value)
+        self.layer_scale_1 = nn.Parameter(layer_scale_init_value * torch.ones(dim))
+        self.layer_scale_2 = nn.Parameter(layer_scale_init_value * torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.drop_path(self.layer_scale_1.unsqueeze(-1).unsqueeze(-1) * self.attn(x))
@@ -207,6 +234,8 @@ def drop_path_rates(total_blocks: int, drop_path_rate: float) -> list[float]:
 
 
 class Conv2Former(nn.Module):
+    """The official Conv2Former; ``stem_stride``, ``head_dim`` and the number of stages generalise it (see top)."""
+
     def __init__(
         self,
         kernel_size: int,
@@ -217,27 +246,37 @@ class Conv2Former(nn.Module):
         num_classes: int = 1000,
         mlp_ratio: int = 4,
         drop_path_rate: float = 0.0,
+        stem_stride: int = 4,
+        head_dim: int = HEAD_DIM,
+        layer_scale_init_value: float = LAYER_SCALE_INIT,
     ) -> None:
         super().__init__()
-        if len(dims) != 4 or len(depths) != 4:
-            raise ValueError(f"dims and depths need 4 entries each, got {list(dims)} and {list(depths)}")
+        if len(dims) != len(depths) or not dims:
+            raise ValueError(f"dims and depths need equally many (>= 1) entries, got {list(dims)}, {list(depths)}")
+        if stem_stride not in STEM_STRIDES:
+            raise ValueError(f"stem_stride must be one of {STEM_STRIDES}, got {stem_stride!r}")
         self.num_classes = num_classes
         self.depths = list(depths)
+        self.stem_stride = stem_stride
+        self.head_dim = head_dim
 
+        # official (4): conv3x3 s2, conv3x3, conv2x2 s2; 2: the first conv has stride 1; 1: the last is a 1x1 too
+        first_stride = 2 if stem_stride == 4 else 1
+        last_kernel = 1 if stem_stride == 1 else 2
         self.downsample_layers = nn.ModuleList()
         half = dims[0] // 2
         self.downsample_layers.append(
             nn.Sequential(
-                nn.Conv2d(in_chans, half, 3, stride=2, padding=1, bias=False),
+                nn.Conv2d(in_chans, half, 3, stride=first_stride, padding=1, bias=False),
                 nn.GELU(),
                 nn.BatchNorm2d(half),
                 nn.Conv2d(half, half, 3, stride=1, padding=1, bias=False),
                 nn.GELU(),
                 nn.BatchNorm2d(half),
-                nn.Conv2d(half, dims[0], 2, stride=2, bias=False),
+                nn.Conv2d(half, dims[0], last_kernel, stride=last_kernel, bias=False),
             )
         )
-        for i in range(3):
+        for i in range(len(dims) - 1):
             self.downsample_layers.append(
                 nn.Sequential(ChannelsFirstLayerNorm(dims[i]), nn.Conv2d(dims[i], dims[i + 1], 2, stride=2))
             )
@@ -245,19 +284,17 @@ class Conv2Former(nn.Module):
         rates = drop_path_rates(sum(depths), drop_path_rate)
         self.stages = nn.ModuleList()
         cur = 0
-        for i in range(4):
-            self.stages.append(
-                nn.Sequential(*[Block(dims[i], kernel_size, rates[cur + j], mlp_ratio) for j in range(depths[i])])
-            )
+        for i, (dim, depth) in enumerate(zip(dims, depths, strict=True)):
+            blocks = [Block(dim, kernel_size, rates[cur + j], mlp_ratio, layer_scale_init_value) for j in range(depth)]
+            self.stages.append(nn.Sequential(*blocks))
             cur += depths[i]
 
-        self.head = nn.Sequential(nn.Conv2d(dims[-1], HEAD_DIM, 1), nn.GELU(), ChannelsFirstLayerNorm(HEAD_DIM))
-        self.pred = nn.Linear(HEAD_DIM, num_classes)
+        self.head = nn.Sequential(nn.Conv2d(dims[-1], head_dim, 1), nn.GELU(), ChannelsFirstLayerNorm(head_dim))
+        self.pred = nn.Linear(head_dim, num_classes)
 
     def forward_features(self, x: Tensor) -> Tensor:
-        for i in range(4):
-            x = self.downsample_layers[i](x)
-            x = self.stages[i](x)
+        for down, stage in zip(self.downsample_layers, self.stages, strict=True):
+            x = stage(down(x))
         return self.head(x).mean([-2, -1])
 
     def forward(self, x: Tensor) -> Tensor:
@@ -269,23 +306,31 @@ class Conv2Former(nn.Module):
 
 
 def build_torch_conv2former(
-    variant: str,
+    variant: str | VariantSpec,
     *,
     kernel_size: int | None = None,
     num_classes: int = 1000,
     in_chans: int = 3,
     drop_path_rate: float = 0.0,
+    stem_stride: int | None = None,
+    head_dim: int | None = None,
+    layer_scale_init_value: float = LAYER_SCALE_INIT,
     dtype: torch.dtype = torch.float64,
 ) -> Conv2Former:
-    """The official Conv2Former ``variant`` (a key of :data:`VARIANTS`) in ``dtype``, with torch's default init.
+    """The Conv2Former ``variant`` (a key of :data:`ALL_VARIANTS`, or a :class:`VariantSpec`) in ``dtype``,
+    with torch's default init (layer scales ``layer_scale_init_value``, official 1e-6).
 
     ``kernel_size`` overrides the variant's default depthwise kernel (odd, so the padding k // 2 keeps the
-    size). Works under ``with torch.device("meta"):`` for shape-only use (counting parameters and MACs).
+    size); ``stem_stride`` and ``head_dim`` override the variant's (None: the variant's). Works under
+    ``with torch.device("meta"):`` for shape-only use (counting parameters and MACs).
     """
-    key = variant.lower()
-    if key not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; expected one of {sorted(VARIANTS)}")
-    spec = VARIANTS[key]
+    if isinstance(variant, VariantSpec):
+        spec = variant
+    else:
+        key = variant.lower()
+        if key not in ALL_VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; expected one of {sorted(ALL_VARIANTS)}")
+        spec = ALL_VARIANTS[key]
     k = spec.kernel_size if kernel_size is None else kernel_size
     if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
         raise ValueError(f"kernel_size must be an odd positive int, got {k!r}")
@@ -295,14 +340,25 @@ def build_torch_conv2former(
         raise ValueError(f"drop_path_rate must be in [0, 1], got {drop_path_rate!r}")
     if not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+    head = spec.head_dim if head_dim is None else head_dim
+    if head < 1:
+        raise ValueError(f"head_dim must be positive, got {head}")
     model = Conv2Former(
-        k, spec.dims, spec.depths, in_chans=in_chans, num_classes=num_classes, drop_path_rate=drop_path_rate
+        k,
+        spec.dims,
+        spec.depths,
+        in_chans=in_chans,
+        num_classes=num_classes,
+        drop_path_rate=drop_path_rate,
+        stem_stride=spec.stem_stride if stem_stride is None else stem_stride,
+        head_dim=head,
+        layer_scale_init_value=layer_scale_init_value,
     ).to(dtype)
-    with torch.no_grad():  # exactly 1e-6 in ``dtype``, not float32(1e-6) cast up
+    with torch.no_grad():  # exactly the value in ``dtype`` (1e-6: not float32(1e-6) cast up)
         for m in model.modules():
             if isinstance(m, Block):
-                m.layer_scale_1.fill_(LAYER_SCALE_INIT)
-                m.layer_scale_2.fill_(LAYER_SCALE_INIT)
+                m.layer_scale_1.fill_(layer_scale_init_value)
+                m.layer_scale_2.fill_(layer_scale_init_value)
     return model
 
 
@@ -311,7 +367,8 @@ def official_init(model: nn.Module, seed: int) -> None:
 
     Conv and Linear weights ~ trunc_normal(std 0.02) cut at absolute +-2 (timm's ``trunc_normal_`` defaults,
     so in effect an untruncated normal), biases 0; LayerNorm and BatchNorm weight 1, bias 0 (running stats
-    reset); layer scales 1e-6. Modules are visited in ``model.modules()`` order.
+    reset); layer scales 1e-6 (the block's ``layer_scale_init_value``). Modules are visited in
+    ``model.modules()`` order.
     """
     gen = torch.Generator(device="cpu").manual_seed(seed)
     with torch.no_grad():
@@ -328,8 +385,8 @@ def official_init(model: nn.Module, seed: int) -> None:
                 if isinstance(m, nn.BatchNorm2d):
                     m.reset_running_stats()
             elif isinstance(m, Block):
-                m.layer_scale_1.fill_(LAYER_SCALE_INIT)
-                m.layer_scale_2.fill_(LAYER_SCALE_INIT)
+                m.layer_scale_1.fill_(m.layer_scale_init_value)
+                m.layer_scale_2.fill_(m.layer_scale_init_value)
 
 
 def set_drop_path_rng(model: nn.Module, rng: np.random.Generator | None) -> int:

@@ -6,10 +6,15 @@ upstream gradient. Compared tensor by tensor, llm.c style: logits, input gradien
 after a train-mode step, every BatchNorm buffer. float64 is compared with torch float64 at the table's float64
 tolerance (the issue asks for 1e-9; the table's 1e-10 is tighter); float32 is judged against the same float64
 reference at the float32 tolerance. Both backends are checked: "numba" (the fast copy, the default) and "numpy"
-(the teaching copy). Run with -s to see the tables; the worst figures are printed at the end.
+(the teaching copy). The official variants N and T run on 3x64x96 images; the small-image configuration micro
+(three stages, head 256) runs with its stride-2 stem and with the stride-1 stem on 1x28x28 and 3x32x32 images.
+Run with -s to see the tables; the worst figures are printed at the end.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,7 +26,28 @@ from c2f_numpy.testing import Comparison, compare, randomize_for_parity
 from ..conftest import TORCH_DIFFS
 from ..torch_reference import build_torch_conv2former, set_drop_path_rng
 
-CONFIGS = [("n", 7), ("n", 11), ("n", 21), ("t", 7), ("t", 11), ("t", 21)]
+
+@dataclass(frozen=True)
+class Config:
+    """One network and input: ``stem_stride`` None is the variant's own; images are (2, in_chans, *size)."""
+
+    variant: str
+    k: int
+    stem_stride: int | None = None
+    in_chans: int = 3
+    size: tuple[int, int] = (64, 96)
+
+    @property
+    def id(self) -> str:
+        stem = "" if self.stem_stride is None else f"-s{self.stem_stride}"
+        image = "" if (self.in_chans, self.size) == (3, (64, 96)) else f"-{self.in_chans}x{self.size[0]}x{self.size[1]}"
+        return f"{self.variant}-k{self.k}{stem}{image}"
+
+
+OFFICIAL = [Config(v, k) for v in ("n", "t") for k in (7, 11, 21)]
+# micro with its own stem (stride 2: both sides build it from their variant tables) and with the stride-1 stem
+SMALL = [Config("micro", 7, s, c, (h, h)) for s in (None, 1) for c, h in ((1, 28), (3, 32))]
+CONFIGS = OFFICIAL + SMALL
 Tensors = dict[str, np.ndarray]
 
 
@@ -42,19 +68,19 @@ def run_torch(model: torch.nn.Module, x: np.ndarray, dlogits: np.ndarray, dtype:
     return out | {k: b.numpy() for k, b in model.named_buffers()}
 
 
-def build_pair(
-    variant: str, k: int, training: bool, dtype: type, backend: str
-) -> tuple[c2f.Conv2Former, torch.nn.Module]:
+def build_pair(cfg: Config, training: bool, dtype: type, backend: str) -> tuple[c2f.Conv2Former, torch.nn.Module]:
     rate = 0.3 if training else 0.0
-    kw = dict(kernel_size=k, num_classes=10, drop_path_rate=rate, backend=backend)
-    ours = c2f.create_model(variant, dtype=np.float64, **kw)
-    randomize_for_parity(ours, seed=k)
+    shape: dict[str, Any] = dict(kernel_size=cfg.k, num_classes=10, in_chans=cfg.in_chans, drop_path_rate=rate)
+    if cfg.stem_stride is not None:
+        shape["stem_stride"] = cfg.stem_stride
+    ours = c2f.create_model(cfg.variant, dtype=np.float64, backend=backend, **shape)
+    randomize_for_parity(ours, seed=cfg.k)
     if dtype is np.float32:
         state = ours.state_dict()
-        ours = c2f.create_model(variant, dtype=np.float32, **kw)
+        ours = c2f.create_model(cfg.variant, dtype=np.float32, backend=backend, **shape)
         ours.load_state_dict(state)
     tdtype = torch.float64 if dtype is np.float64 else torch.float32
-    theirs = build_torch_conv2former(variant, kernel_size=k, num_classes=10, drop_path_rate=rate, dtype=tdtype)
+    theirs = build_torch_conv2former(cfg.variant, dtype=tdtype, **shape)
     theirs.load_state_dict({key: torch.tensor(v) for key, v in ours.state_dict().items()}, strict=True)
     # the replica takes its rates from a float32 torch.linspace as the official code does; its last bit depends
     # on the CPU's vector width, so both sides use our exact float64 rates (a schedule, not the math under test)
@@ -77,12 +103,12 @@ def report(title: str, results: list[Comparison]) -> None:
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-@pytest.mark.parametrize(("variant", "k"), CONFIGS, ids=[f"{v}-k{k}" for v, k in CONFIGS])
-def test_whole_network_matches_torch(variant: str, k: int, training: bool, backend: str) -> None:
+@pytest.mark.parametrize("cfg", CONFIGS, ids=[c.id for c in CONFIGS])
+def test_whole_network_matches_torch(cfg: Config, training: bool, backend: str) -> None:
     rng = np.random.default_rng(1)
-    x, dlogits = rng.standard_normal((2, 3, 64, 96)), rng.standard_normal((2, 10))
-    title = f"model {variant.upper()} k={k:<2d} {'train' if training else 'eval':5s} {backend:5s}"
-    ours64, theirs64 = build_pair(variant, k, training, np.float64, backend)
+    x, dlogits = rng.standard_normal((2, cfg.in_chans, *cfg.size)), rng.standard_normal((2, 10))
+    title = f"model {cfg.id:20s} {'train' if training else 'eval':5s} {backend:5s}"
+    ours64, theirs64 = build_pair(cfg, training, np.float64, backend)
     truth = run_torch(theirs64, x, dlogits, torch.float64)
     mine64 = run_ours(ours64, x, dlogits)
     assert set(mine64) == set(truth), set(mine64) ^ set(truth)
@@ -90,7 +116,7 @@ def test_whole_network_matches_torch(variant: str, k: int, training: bool, backe
     report(f"{title} float64 vs torch float64", results64)
     results32 = []
     if backend == "numba":  # float32 is the fast path's working precision (the teaching ops: tests/ops)
-        ours32, theirs32 = build_pair(variant, k, training, np.float32, backend)
+        ours32, theirs32 = build_pair(cfg, training, np.float32, backend)
         mine32, peer32 = run_ours(ours32, x, dlogits), run_torch(theirs32, x, dlogits, torch.float32)
         results32 = [compare(name, mine32[name], truth[name]) for name in truth]
         report(f"{title} float32 vs torch float64", results32)

@@ -1,0 +1,306 @@
+"""Train the Conv2Former replica in PyTorch (CPU) with c2f-train's recipe: the torch side of a time-to-accuracy race.
+
+    python benchmarks/train_torch.py --dataset fashion_mnist --model mini --epochs 20 --target-acc 93.5 \\
+        --out runs/torch_mini.jsonl
+    python benchmarks/train_torch.py --epochs 1 --limit-train-batches 5      # smoke test
+
+Run it from the repository root (or anywhere: it puts the root on sys.path). It mirrors the recipe of
+``c2f-train`` (c2f_numpy.train.loop.Trainer; the recipe flags have the same names and defaults) so that the two
+runs differ only in the library that computes:
+
+* data: c2f_numpy.data itself - ``load_dataset``, ``BatchLoader(train, batch_size, shuffle=True, seed=seed,
+  drop_last=True, augment=Augment(crop_padding, hflip, mixup_alpha, cutmix_alpha))`` read batch by batch with
+  ``loader.batch(epoch, i)``, so both trainers see bit-identical images and targets; the test set unaugmented;
+  ``--train-subset`` / ``--test-subset`` draw the same seeded subsets as c2f-train.
+* model: the PyTorch replica of the official code (tests/torch_reference.py) with the dims, depths, kernel size,
+  stem stride, head width and MLP ratio of ``c2f_numpy.models.ALL_VARIANTS["conv2former_<model>"]``, float32,
+  initialised by the replica's ``official_init`` (trunc-normal std 0.02, zero biases, as c2f_numpy's init),
+  layer scales ``--layer-scale-init``, drop path ``--drop-path`` (linear over the blocks).
+* optimizer: ``torch.optim.AdamW`` (betas 0.9/0.999, eps 1e-8) or ``SGD`` (``--momentum`` 0.9, Nesterov); weight
+  decay on parameters with ndim > 1 only (not on biases, norm scales, layer scales).
+* lr: ``c2f_numpy.train.schedule.cosine_lr`` per optimizer step (linear warmup, cosine to ``--min-lr``).
+* loss: cross-entropy with label smoothing; with mixup/cutmix the soft-target form
+  ``-sum((t (1 - ls) + ls / K) * log_softmax(logits))``; optional clipping of the global gradient norm.
+* evaluation after every epoch on the whole test set (eval mode): loss without smoothing, top-1 accuracy.
+
+Deliberately not mirrored: no EMA of the weights (``--ema-decay``), no checkpoints, resume, metrics files or
+curves (c2f-train's wall time includes writing those; this one does not), no float64 or backends. Drop-path masks
+come from torch's RNG (the trainers draw different masks from the same distribution), and the per-block drop-path
+rates from the official float32 ``torch.linspace`` (c2f_numpy: float64; they differ in the last float32 bit).
+
+Output: ``--out`` (JSON lines, each flushed and fsynced): one line per epoch with the keys of c2f-train's
+metrics.jsonl - ``epoch`` (1-based), ``step``, ``lr`` (of the epoch's last step), ``train_loss`` (mean over the
+epoch's samples, with smoothing), ``train_acc`` (%, against the labels, or the soft targets' argmax with
+mixup/cutmix), ``test_loss``, ``test_acc`` (%), ``train_seconds``, ``eval_seconds``, ``img_per_s`` (training),
+``wall_seconds`` (since the start of training, evaluation included) - plus ``epoch_seconds`` (train + eval) and
+``step_seconds_median``; then a summary line with ``best_acc``, ``best_epoch``, ``final_acc``, ``steps``,
+``wall`` (seconds), ``time_to_target`` (wall seconds when ``test_acc`` first reached ``--target-acc``, else null)
+and the configuration.
+
+Memory format: channels-last (weights and activations) is the default, measured faster than NCHW on this 2-core
+machine (mini, k=7, 1x28x28, batch 128, AdamW, median step of 21: 2 threads 0.53 s vs 0.68 s; 1 thread 0.80 s
+vs 1.09 s); ``--no-channels-last`` switches it off. On a shared machine, torch's OpenMP threads spin-waiting for a
+core another process holds made a 2-thread step take 9.3 s (1 thread: 0.7 s); with sleeping waits it took 0.9 s,
+so the script sets ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+# Read once, when torch loads its OpenMP runtime: threads that sleep instead of spin while waiting (see above).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from c2f_numpy.data import DATASETS, Augment, BatchLoader, Dataset, load_dataset  # noqa: E402
+from c2f_numpy.models import ALL_VARIANTS  # noqa: E402
+from c2f_numpy.train.schedule import cosine_lr  # noqa: E402
+from tests.torch_reference import Conv2Former, count_params, official_init  # noqa: E402
+
+MODELS = sorted(name.removeprefix("conv2former_") for name in ALL_VARIANTS)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--dataset", default="fashion_mnist", choices=DATASETS)
+    p.add_argument("--data-dir", default=None, help="default: $C2F_DATA_DIR or ~/.cache/c2f_numpy (and system dirs)")
+    p.add_argument("--model", default="mini", choices=MODELS)
+    p.add_argument("--kernel-size", type=int, default=None, help="depthwise kernel (default: the variant's)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--eval-batch-size", type=int, default=500)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--min-lr", type=float, default=1e-5)
+    p.add_argument("--warmup-epochs", type=float, default=1.0)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--opt", "--optimizer", dest="opt", default="adamw", choices=("adamw", "sgd"))
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD only (Nesterov)")
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--drop-path", type=float, default=0.0)
+    p.add_argument("--layer-scale-init", type=float, default=1e-6)
+    p.add_argument("--clip-grad", type=float, default=0.0, help="max global gradient norm (0 = off)")
+    p.add_argument("--crop-padding", type=int, default=2)
+    p.add_argument("--no-hflip", action="store_true")
+    p.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0 = off)")
+    p.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0 = off)")
+    p.add_argument("--train-subset", type=int, default=0, help="train on this many samples (0 = all), seeded")
+    p.add_argument("--test-subset", type=int, default=0, help="evaluate on this many samples (0 = all), seeded")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--target-acc", type=float, default=None, help="report the wall time when test acc (%%) reaches it")
+    p.add_argument("--limit-train-batches", type=int, default=None, help="train on the first N batches per epoch")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                   help="torch.channels_last activations and weights (default: on, it is faster)")  # fmt: skip
+    p.add_argument("--out", default=None, help="JSON-lines log (.jsonl)")
+    args = p.parse_args(argv)
+    if args.epochs < 1 or args.batch_size < 1 or args.eval_batch_size < 1 or args.threads < 1:
+        p.error("--epochs, --batch-size, --eval-batch-size and --threads must be >= 1")
+    if args.limit_train_batches is not None and args.limit_train_batches < 1:
+        p.error("--limit-train-batches must be >= 1")
+    return args
+
+
+def build_model(args: argparse.Namespace, train: Dataset) -> Conv2Former:
+    """The replica with the c2f_numpy variant's architecture, float32, official init from ``args.seed``."""
+    v = ALL_VARIANTS[f"conv2former_{args.model}"]
+    model = Conv2Former(
+        v.kernel_size if args.kernel_size is None else args.kernel_size,
+        v.dims,
+        v.depths,
+        in_chans=train.image_shape[0],
+        num_classes=train.num_classes,
+        mlp_ratio=v.mlp_ratio,
+        drop_path_rate=args.drop_path,
+        stem_stride=v.stem_stride,
+        head_dim=v.head_dim,
+        layer_scale_init_value=args.layer_scale_init,
+    )
+    official_init(model, args.seed)
+    return model
+
+
+def build_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.Optimizer:
+    """Weight decay on matrices and conv kernels (ndim > 1), none on biases, norm scales and layer scales."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": args.weight_decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    if args.opt == "adamw":
+        return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.999), eps=1e-8)
+    return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=True)
+
+
+def subset(ds: Dataset, n: int, seed: int) -> Dataset:
+    """``n`` samples of ``ds`` (all when n is 0 or too large), drawn as c2f-train draws them."""
+    if not n or n >= len(ds):
+        return ds
+    return ds.subset(np.sort(np.random.default_rng([seed, 7]).permutation(len(ds))[:n]))
+
+
+def loss_fn(logits: Tensor, targets: Tensor, smoothing: float) -> Tensor:
+    """Label-smoothed cross-entropy for int labels (N,) or soft targets (N, K), mean over the batch."""
+    if targets.ndim == 1:
+        return F.cross_entropy(logits, targets, label_smoothing=smoothing)
+    t = targets * (1.0 - smoothing) + smoothing / logits.shape[1]
+    return -(t * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+
+
+def to_tensor(x: np.ndarray, channels_last: bool) -> Tensor:
+    t = torch.from_numpy(x)
+    return t.contiguous(memory_format=torch.channels_last) if channels_last else t
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: BatchLoader, channels_last: bool) -> tuple[float, float]:
+    """(mean cross-entropy without smoothing, top-1 accuracy in %) over the whole test set, eval mode."""
+    model.eval()
+    loss_sum, correct, n = 0.0, 0, 0
+    for i in range(len(loader)):
+        x, y = loader.batch(0, i)
+        logits = model(to_tensor(x, channels_last))
+        yt = torch.from_numpy(y)
+        loss_sum += F.cross_entropy(logits, yt, reduction="sum").item()
+        correct += int((logits.argmax(1) == yt).sum())
+        n += len(y)
+    return loss_sum / n, 100.0 * correct / n
+
+
+def write_record(file: IO[str] | None, record: dict[str, Any]) -> None:
+    """Print ``record`` as JSON and append it to ``file``, flushed and fsynced (a killed run keeps its epochs)."""
+    line = json.dumps(record)
+    print(line, flush=True)
+    if file is not None:
+        file.write(line + "\n")
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def train_epoch(
+    args: argparse.Namespace,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader: BatchLoader,
+    epoch: int,
+    schedule: tuple[int, int, int],
+) -> dict[str, Any]:
+    """One epoch of ``schedule = (steps_per_epoch, total_steps, warmup_steps)`` optimizer steps; its statistics."""
+    steps_per_epoch, total_steps, warmup_steps = schedule
+    model.train()
+    loss_sum, correct, seen, lr, step_times = 0.0, 0, 0, args.lr, []  # loss_sum: over samples
+    t_epoch = time.perf_counter()
+    bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{args.epochs}", mininterval=1.0, leave=False)
+    for i in bar:
+        t_step = time.perf_counter()
+        x, y = loader.batch(epoch, i)  # exactly the batch c2f-train gets at this step
+        lr = cosine_lr(epoch * steps_per_epoch + i, total_steps, args.lr, warmup_steps=warmup_steps, min_lr=args.min_lr)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        targets = torch.from_numpy(y)
+        logits = model(to_tensor(x, args.channels_last))
+        loss = loss_fn(logits, targets, args.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if args.clip_grad > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), args.clip_grad)
+        optimizer.step()
+        step_times.append(time.perf_counter() - t_step)
+
+        loss_sum += loss.item() * len(y)
+        seen += len(y)
+        labels = targets if targets.ndim == 1 else targets.argmax(1)  # the dominant label of a mixed sample
+        correct += int((logits.detach().argmax(1) == labels).sum())
+        bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{100.0 * correct / seen:.2f}%",
+                        img_s=f"{seen / (time.perf_counter() - t_epoch):.0f}", refresh=False)  # fmt: skip
+    bar.close()
+    seconds = time.perf_counter() - t_epoch
+    return {
+        "step": (epoch + 1) * steps_per_epoch,
+        "lr": lr,
+        "train_loss": loss_sum / seen,
+        "train_acc": 100.0 * correct / seen,
+        "train_seconds": seconds,
+        "img_per_s": seen / seconds,
+        "step_seconds_median": statistics.median(step_times),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    train = subset(load_dataset(args.dataset, "train", args.data_dir), args.train_subset, args.seed)
+    test = subset(load_dataset(args.dataset, "test", args.data_dir), args.test_subset, args.seed + 1)
+    augment = Augment(
+        crop_padding=args.crop_padding, hflip=not args.no_hflip, mixup_alpha=args.mixup, cutmix_alpha=args.cutmix
+    )
+    train_loader = BatchLoader(train, args.batch_size, shuffle=True, seed=args.seed, drop_last=True, augment=augment)
+    test_loader = BatchLoader(test, args.eval_batch_size, shuffle=False)
+    steps_per_epoch = len(train_loader)
+    if args.limit_train_batches is not None:
+        steps_per_epoch = min(steps_per_epoch, args.limit_train_batches)
+    total_steps = args.epochs * steps_per_epoch
+    warmup_steps = min(round(args.warmup_epochs * steps_per_epoch), total_steps)
+    schedule = (steps_per_epoch, total_steps, warmup_steps)
+
+    torch.manual_seed(args.seed)
+    model = build_model(args, train)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing in the stubs
+    optimizer = build_optimizer(args, model)
+    config = vars(args) | {"params": count_params(model), "steps_per_epoch": steps_per_epoch}
+    config["torch"] = torch.__version__
+    print(f"{args.model}: {config['params'] / 1e6:.3f}M params, {steps_per_epoch} steps/epoch, "
+          f"{len(train)} train / {len(test)} test images, {args.threads} threads", flush=True)  # fmt: skip
+
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    best_acc, best_epoch, time_to_target = -1.0, 0, None
+    with open(args.out, "w", encoding="utf-8") if args.out else contextlib.nullcontext() as out:
+        start = time.perf_counter()
+        for epoch in range(args.epochs):
+            record = {"epoch": epoch + 1} | train_epoch(args, model, optimizer, train_loader, epoch, schedule)
+            t_eval = time.perf_counter()
+            record["test_loss"], record["test_acc"] = evaluate(model, test_loader, args.channels_last)
+            record["eval_seconds"] = time.perf_counter() - t_eval
+            record["epoch_seconds"] = record["train_seconds"] + record["eval_seconds"]
+            record["wall_seconds"] = wall = time.perf_counter() - start
+            if record["test_acc"] > best_acc:
+                best_acc, best_epoch = record["test_acc"], epoch + 1
+            if time_to_target is None and args.target_acc is not None and record["test_acc"] >= args.target_acc:
+                time_to_target = wall
+            write_record(out, record)
+        summary = {
+            "summary": True,
+            "best_acc": best_acc,
+            "best_epoch": best_epoch,
+            "final_acc": record["test_acc"],
+            "steps": total_steps,
+            "wall": time.perf_counter() - start,
+            "target_acc": args.target_acc,
+            "time_to_target": time_to_target,
+            "config": config,
+        }
+        write_record(out, summary)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
