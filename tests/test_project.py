@@ -1,11 +1,17 @@
-"""The README's promises: its commands are what CI runs, and the demo it advertises works."""
+"""The README's promises: its commands are what CI runs, its training command works, and the demo works."""
 
 from __future__ import annotations
 
+import os
 import re
+import shlex
 from pathlib import Path
 
+import pytest
+
 from c2f_numpy import demo
+from c2f_numpy.train.cli import build_parser
+from c2f_numpy.train.cli import main as train_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,8 +24,8 @@ def readme_commands() -> list[str]:
 def test_readme_opens_with_the_two_commands_and_ci_runs_the_second() -> None:
     commands = readme_commands()
     assert len(commands) >= 2
-    setup_and_demo, setup_and_test = commands[0], commands[1]
-    assert "pip install -e ." in setup_and_demo and "c2f_numpy.demo" in setup_and_demo
+    setup_and_train, setup_and_test = commands[0], commands[1]
+    assert "pip install -e ." in setup_and_train and ".venv/bin/c2f-train " in setup_and_train
     assert "'.[test,docs]'" in setup_and_test and "/pytest &&" in setup_and_test
     assert setup_and_test.endswith("mkdocs build --strict")
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
@@ -39,3 +45,25 @@ def test_the_size_table_command(capsys) -> None:  # type: ignore[no-untyped-def]
     out = capsys.readouterr().out
     assert "| conv2former_n | 7 | 14.99M | 2.33G | 14.99M / 2.33G |" in out
     assert "| conv2former_l | 11 | 198.89M | 36.04G | 198.89M / 36.04G |" in out
+
+
+def readme_train_args() -> list[str]:
+    return shlex.split(readme_commands()[0].split(".venv/bin/c2f-train ", 1)[1])
+
+
+def test_readme_training_command_parses() -> None:
+    args = build_parser().parse_args(readme_train_args())
+    assert args.dataset == "fashion_mnist" and args.model == "micro"
+
+
+@pytest.mark.realdata
+def test_readme_training_command_runs_on_a_slice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's command on real Fashion-MNIST, cut to 512 training and 500 test images."""
+    if not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").exists():
+        msg = "real Fashion-MNIST absent: apt-get install -y dataset-fashion-mnist"
+        pytest.fail(msg) if os.environ.get("CI") else pytest.skip(msg)  # .ci/run installs it
+    args = [a for a in readme_train_args()]
+    args[args.index("--out") + 1] = str(tmp_path / "quick")
+    assert train_main([*args, "--train-subset", "512", "--test-subset", "500", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 1/1: train loss" in out and "best test accuracy" in out

@@ -32,10 +32,7 @@ def write_history(out_dir: Path, history: Sequence[dict[str, Any]]) -> None:
 
 def plot_history(path: Path, history: Sequence[dict[str, Any]], title: str = "") -> bool:
     """Draw loss and accuracy curves to ``path`` (PNG, atomically). Returns False when matplotlib is missing."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
+    try:  # a bare Figure draws with Agg without touching pyplot's backend (a notebook keeps its own)
         from matplotlib.figure import Figure
     except ImportError:
         return False
