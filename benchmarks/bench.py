@@ -103,21 +103,23 @@ def depthwise_rows(quick: bool, repeats: int) -> list[dict]:
     return rows
 
 
-def _data(batch: int, size: int) -> tuple:
+def _data(batch: int, size: int, chans: int = 3) -> tuple:
     import numpy as np
 
-    x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((batch, chans, size, size)).astype(np.float32)
     return x, np.arange(batch) % 10
 
 
-def our_model(k: int, batch: int, size: int) -> tuple[Callable[[], None], Callable[[], None]]:
-    """(training step: forward, cross-entropy, backward, AdamW; inference) of c2f_numpy's Conv2Former-N."""
+def our_model(
+    k: int, batch: int, size: int, name: str = "n", chans: int = 3
+) -> tuple[Callable[[], None], Callable[[], None]]:
+    """(training step: forward, cross-entropy, backward, AdamW; inference) of c2f_numpy's Conv2Former ``name``."""
     import c2f_numpy as c2f
     from c2f_numpy.train import AdamW
 
-    model = c2f.conv2former_n(num_classes=10, kernel_size=k)
+    model = c2f.create_model(name, num_classes=10, kernel_size=k, in_chans=chans, layer_scale_init_value=1e-2)
     opt = AdamW(model.named_parameters(), lr=1e-3, weight_decay=0.05)
-    x, labels = _data(batch, size)
+    x, labels = _data(batch, size, chans)
 
     def step() -> None:
         model.train()
@@ -133,18 +135,24 @@ def our_model(k: int, batch: int, size: int) -> tuple[Callable[[], None], Callab
     return step, infer
 
 
-def torch_model(k: int, batch: int, size: int) -> tuple[Callable[[], None], Callable[[], None]]:
+def torch_model(
+    k: int, batch: int, size: int, name: str = "n", chans: int = 3, channels_last: bool = False
+) -> tuple[Callable[[], None], Callable[[], None]]:
     """The same for the PyTorch replica of the official model (tests/torch_reference.py)."""
     import torch
 
     sys.path.insert(0, str(ROOT))
     from tests.torch_reference import build_torch_conv2former
 
-    model = build_torch_conv2former("n", kernel_size=k, num_classes=10, dtype=torch.float32)
+    model = build_torch_conv2former(name, kernel_size=k, num_classes=10,
+                                    in_chans=chans, layer_scale_init_value=1e-2, dtype=torch.float32)  # fmt: skip
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": no_decay, "weight_decay": 0.0}])
-    x, labels = (torch.tensor(a) for a in _data(batch, size))
+    x, labels = (torch.tensor(a) for a in _data(batch, size, chans))
+    if channels_last:  # torch's faster format for the small-image models (benchmarks/train_torch.py measured it)
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
 
     def step() -> None:
         model.train()
@@ -161,14 +169,20 @@ def torch_model(k: int, batch: int, size: int) -> tuple[Callable[[], None], Call
     return step, infer
 
 
-def model_rows(quick: bool, repeats: int) -> list[dict]:
+SMALL_CONFIGS = [("micro", 7, 128, 28, 1), ("mini", 7, 128, 28, 1)]  # Fashion-MNIST shapes, the c2f-train recipes
+
+
+def model_rows(quick: bool, repeats: int, small_only: bool = False) -> list[dict]:
     configs = [(11, 64, 32), (21, 64, 32)] if quick else [(7, 64, 32), (11, 64, 32), (21, 64, 32), (11, 8, 224)]
+    runs = [] if small_only else [("n", k, b, s, 3) for k, b, s in configs]
     rows = []
-    for k, batch, size in configs:
-        (our_step, our_infer), (torch_step, torch_infer) = our_model(k, batch, size), torch_model(k, batch, size)
+    for name, k, batch, size, chans in runs + SMALL_CONFIGS:
+        ours = our_model(k, batch, size, name, chans)
+        (our_step, our_infer), (torch_step, torch_infer) = ours, torch_model(k, batch, size, name, chans, name != "n")
         so, st = interleaved(our_step, torch_step, repeats)
         io, it = interleaved(our_infer, torch_infer, repeats)
-        rows.append({"config": f"N k={k} {size}x{size} batch {batch}", "train_ours_ips": batch / so,
+        label = f"{'N' if name == 'n' else name} k={k} {chans}x{size}x{size} batch {batch}"
+        rows.append({"config": label, "train_ours_ips": batch / so,
                      "train_torch_ips": batch / st, "train_ratio": st / so, "infer_ours_ips": batch / io,
                      "infer_torch_ips": batch / it, "infer_ratio": it / io})  # fmt: skip
         r = rows[-1]
@@ -243,12 +257,20 @@ def profile_step(k: int = 11) -> list[tuple[str, float]]:
     return rows
 
 
+def _write_json(path: Path | None, results: dict) -> None:
+    if path is not None:
+        from c2f_numpy.io import atomic_write
+
+        atomic_write(path, lambda f: f.write(json.dumps(results, indent=1).encode()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", type=Path, help="also write the results here (atomically)")
+    parser.add_argument("--small", action="store_true", help="only the small-image models' rows")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -269,14 +291,14 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     print(f"threads: {args.threads}, torch {torch.__version__}, c2f_numpy {c2f_numpy.__version__}", flush=True)
+    if args.small:
+        _write_json(args.json, {"model": model_rows(args.quick, 7, small_only=True)})
+        return
     results = {"depthwise": depthwise_rows(args.quick, args.repeats), "model": model_rows(args.quick, 5)}
     results["peak_memory_mb"] = peak_memory()
     results["jit"] = jit_startup()
     results["profile"] = profile_step()
-    if args.json:
-        from c2f_numpy.io import atomic_write
-
-        atomic_write(args.json, lambda f: f.write(json.dumps(results, indent=1).encode()))
+    _write_json(args.json, results)
 
 
 if __name__ == "__main__":
