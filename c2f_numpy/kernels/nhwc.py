@@ -4,7 +4,9 @@ Activations are (N, H, W, C); weights stay in the checkpoint layout ((C_out, C_i
 rearranged here (they are small). What runs where:
 
 * 1x1 convolutions and the dense convolutions of the stem and downsampling layers are one GEMM each over all
-  N*H*W pixels (BLAS); the dense kxk case gathers its k*k taps first (im2col; k <= 3 here).
+  N*H*W pixels (BLAS); the dense kxk case gathers its k*k taps first (im2col; k <= 3 here) with a Numba
+  kernel (:mod:`.dense`), which also scatters the taps' gradients back (col2im), or, for non-overlapping
+  patches (stride = kernel), with one transposing copy each way.
 * depthwise convolutions, LayerNorm and GELU are Numba kernels (:mod:`.depthwise`, :mod:`.elementwise`).
 * ops that do not depend on the layout (linear, drop path, cross-entropy) are the teaching copy's own.
 
@@ -24,6 +26,7 @@ from ..ops import mlp, modulation
 from ..ops.checks import OpInputError, as_pair, check_array, check_grad_out, check_optional, check_param
 from ..ops.conv import Padding, conv_output_size, resolve_padding
 from ..ops.norm import BatchNormStats, update_running_stats
+from .dense import gather_taps, scatter_add_taps
 from .depthwise import depthwise_backward, depthwise_forward
 from .elementwise import (
     gelu_flat,
@@ -57,6 +60,7 @@ class Conv2dCache:
     depthwise: bool
     out_shape: tuple[int, ...]
     w_kkc: np.ndarray | None = None  # depthwise: the weight as (k, k, C), built once in the forward
+    w_mat: np.ndarray | None = None  # dense: the weight as the GEMM's (kh*kw*C_in, C_out) matrix, ditto
 
 
 def conv2d_forward(
@@ -101,10 +105,20 @@ def conv2d_forward(
     if ho < 1 or wo < 1:
         raise OpInputError(f"{op}: input {h}x{wd} with padding {pads} is smaller than the kernel {kh}x{kw}")
     cols = _gather_taps(x, (kh, kw), pads, s, (ho, wo))
-    out = cols @ w.transpose(2, 3, 1, 0).reshape(kh * kw * c, co)
+    # Rows (i, j, c) to match the columns of cols. Both operands C-contiguous and of x's dtype: one sgemm/dgemm,
+    # no hidden copy or upcast.
+    w_mat = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(kh * kw * c, co))
+    out = cols @ w_mat
     if b is not None:
         out += b
-    return out.reshape(n, ho, wo, co), Conv2dCache(cols, w, b is not None, x.shape, pads, s, False, (n, ho, wo, co))
+    cache = Conv2dCache(cols, w, b is not None, x.shape, pads, s, False, (n, ho, wo, co), w_mat=w_mat)
+    return out.reshape(n, ho, wo, co), cache
+
+
+def _is_patchify(k: tuple[int, int], pads: tuple[int, int, int, int], s: tuple[int, int]) -> bool:
+    """Stride = kernel and no padding (the 2x2 stride-2 downsampling layers): the taps cut the image into
+    disjoint kh x kw patches, so im2col is a permutation of the input and col2im its inverse, with no adds."""
+    return s == k and not any(pads)
 
 
 def _gather_taps(
@@ -113,12 +127,31 @@ def _gather_taps(
     """im2col: (N*Ho*Wo, kh*kw*C), row (n, y, x) holding the kh*kw input pixels its output reads."""
     n, _, _, c = x.shape
     (kh, kw), (ho, wo) = k, out_hw
-    xp = np.pad(x, ((0, 0), (pads[0], pads[1]), (pads[2], pads[3]), (0, 0))) if any(pads) else x
-    cols = np.empty((n, ho, wo, kh, kw, c), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            cols[:, :, :, i, j] = xp[:, i : i + s[0] * (ho - 1) + 1 : s[0], j : j + s[1] * (wo - 1) + 1 : s[1]]
+    cols = np.empty((n, ho, wo, kh, kw, c), dtype=x.dtype)  # every value is written below: no zero fill
+    if _is_patchify(k, pads, s):
+        # One transposing copy. Rows/columns that do not fill a patch are left out (7x7 -> 3x3 drops row and
+        # column 6); splitting H and W into (patch, tap) is then a view.
+        patches = x[:, : ho * kh, : wo * kw].reshape(n, ho, kh, wo, kw, c)
+        np.copyto(cols, patches.transpose(0, 1, 3, 2, 4, 5))
+    else:
+        gather_taps(x, cols, pads[0], pads[2], s[0], s[1])
     return cols.reshape(n * ho * wo, kh * kw * c)
+
+
+def _scatter_taps(
+    dcols: np.ndarray, x_shape: tuple[int, ...], pads: tuple[int, int, int, int], s: tuple[int, int]
+) -> np.ndarray:
+    """col2im, the adjoint of :func:`_gather_taps`: dx (N, H, W, C) from dcols (N, Ho, Wo, kh, kw, C)."""
+    n, _, _, c = x_shape
+    _, ho, wo, kh, kw, _ = dcols.shape
+    dx = np.empty(x_shape, dtype=dcols.dtype)
+    if _is_patchify((kh, kw), pads, s):
+        dx[:, ho * kh :] = 0  # the rows and columns no patch reads
+        dx[:, :, wo * kw :] = 0
+        dx[:, : ho * kh, : wo * kw].reshape(n, ho, kh, wo, kw, c)[...] = dcols.transpose(0, 1, 3, 2, 4, 5)
+    else:
+        scatter_add_taps(dcols, dx, pads[0], pads[2], s[0], s[1])  # zeroes dx, then adds each tap's share
+    return dx
 
 
 def conv2d_backward(dout: np.ndarray, cache: Conv2dCache) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -130,19 +163,16 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache) -> tuple[np.ndarray, n
         assert cache.w_kkc is not None
         dx, dw_kkc, db = depthwise_backward(dout, cache.x, cache.w_kkc, cache.pads[0], cache.has_bias)
         return dx, np.ascontiguousarray(dw_kkc.transpose(2, 0, 1))[:, None], db
-    n, h, wd, c = cache.x_shape
-    pt, pb, pl, pr = cache.pads
+    n, _, _, c = cache.x_shape
     _, ho, wo, _ = cache.out_shape
     dout = check_grad_out("conv2d (nhwc)", dout, cache.out_shape, cache.x.dtype)
+    assert cache.w_mat is not None
     d2 = dout.reshape(-1, co)
+    # cache.x is the im2col matrix (N*Ho*Wo, kh*kw*C_in). The transposed operands are views that BLAS reads
+    # as they are (a transpose flag, no copy).
     dw = (cache.x.T @ d2).reshape(kh, kw, c, co).transpose(3, 2, 0, 1)
-    dcols = (d2 @ w.transpose(2, 3, 1, 0).reshape(kh * kw * c, co).T).reshape(n, ho, wo, kh, kw, c)
-    dxp = np.zeros((n, h + pt + pb, wd + pl + pr, c), dtype=dout.dtype)
-    s = cache.stride
-    for i in range(kh):
-        for j in range(kw):
-            dxp[:, i : i + s[0] * (ho - 1) + 1 : s[0], j : j + s[1] * (wo - 1) + 1 : s[1]] += dcols[:, :, :, i, j]
-    dx = np.ascontiguousarray(dxp[:, pt : pt + h, pl : pl + wd])
+    dcols = (d2 @ cache.w_mat.T).reshape(n, ho, wo, kh, kw, c)
+    dx = _scatter_taps(dcols, cache.x_shape, cache.pads, cache.stride)
     db = d2.sum(axis=0) if cache.has_bias else None
     return dx, np.ascontiguousarray(dw), db
 
