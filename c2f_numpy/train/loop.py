@@ -296,7 +296,9 @@ class Trainer:
         self.optimizer.step()
         if self.ema is not None:
             d = cfg.ema_decay
-            for key, value in model.state_dict().items():
+            # The live arrays (state_dict() would copy every weight each step); keys are the state-dict keys.
+            live = [(k, p.data) for k, p in model.named_parameters()] + list(model.named_buffers())
+            for key, value in live:
                 e = self.ema[key]
                 if np.issubdtype(e.dtype, np.floating):
                     e *= d
