@@ -19,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .channels import channel_sums
+
 # fastmath: only 'contract' (fused multiply-add); no reassociation, so every sum has a fixed order.
 _FLAGS = {"contract"}
 WEIGHT_GRAD_BLOCKS = 16  # images are split into this many fixed blocks for the weight gradient
@@ -95,5 +97,5 @@ def depthwise_backward(
     correlate(dout, np.ascontiguousarray(w_kkc[::-1, ::-1]), dx, k - 1 - padding)
     blocks = min(WEIGHT_GRAD_BLOCKS, x.shape[0])
     dw = weight_grad_partials(dout, x, k, padding, blocks).sum(axis=0)  # fixed block order: deterministic
-    db = dout.reshape(-1, dout.shape[-1]).sum(axis=0) if with_bias else None
+    db = channel_sums(dout.reshape(-1, dout.shape[-1])) if with_bias else None
     return dx, dw, db

@@ -26,6 +26,7 @@ from ..ops import mlp, modulation
 from ..ops.checks import OpInputError, as_pair, check_array, check_grad_out, check_optional, check_param
 from ..ops.conv import Padding, conv_output_size, resolve_padding
 from ..ops.norm import BatchNormStats, update_running_stats
+from .channels import batch_norm_rows, batch_norm_rows_backward, channel_dot_sums, channel_mean_var, channel_sums
 from .dense import gather_taps, scatter_add_taps
 from .depthwise import depthwise_backward, depthwise_forward
 from .elementwise import (
@@ -173,7 +174,7 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache) -> tuple[np.ndarray, n
     dw = (cache.x.T @ d2).reshape(kh, kw, c, co).transpose(3, 2, 0, 1)
     dcols = (d2 @ cache.w_mat.T).reshape(n, ho, wo, kh, kw, c)
     dx = _scatter_taps(dcols, cache.x_shape, cache.pads, cache.stride)
-    db = d2.sum(axis=0) if cache.has_bias else None
+    db = channel_sums(d2) if cache.has_bias else None
     return dx, np.ascontiguousarray(dw), db
 
 
@@ -206,7 +207,7 @@ def conv1x1_backward(dout: np.ndarray, cache: Conv1x1Cache) -> tuple[np.ndarray,
     d2 = dout.reshape(-1, co)
     dx = (d2 @ w.reshape(co, ci)).reshape(x.shape)
     dw = (d2.T @ x.reshape(-1, ci)).reshape(w.shape)
-    return dx, dw, (d2.sum(axis=0) if cache.has_bias else None)
+    return dx, dw, (channel_sums(d2) if cache.has_bias else None)
 
 
 # --------------------------------------------------------------------------------------------- norms, activations
@@ -240,7 +241,7 @@ def layer_norm_backward(dout: np.ndarray, cache: LayerNormCache) -> tuple[np.nda
     d2 = dout.reshape(cache.xhat.shape)
     dx = np.empty_like(d2)
     layer_norm_rows_backward(d2, cache.xhat, cache.rstd, cache.weight, dx)
-    return dx.reshape(cache.shape), np.sum(d2 * cache.xhat, axis=0), d2.sum(axis=0)
+    return dx.reshape(cache.shape), *channel_dot_sums(d2, cache.xhat)
 
 
 @dataclass(frozen=True)
@@ -300,25 +301,28 @@ def batch_norm2d_forward(
         m = x2.shape[0]
         if m < 2:
             raise OpInputError(f"{op}: train mode needs more than 1 value per channel, got input shape {x.shape}")
-        mean = x2.mean(axis=0)
-        xc = x2 - mean
-        var = np.mean(xc * xc, axis=0)
+        mean, var = channel_mean_var(x2)
         new = update_running_stats(stats, mean, var, m, momentum)
     else:
-        xc, var, new = x2 - stats.running_mean, stats.running_var, stats
-    rstd = 1.0 / np.sqrt(var + eps)
-    xhat = xc * rstd
-    return (weight * xhat + bias).reshape(x.shape), BatchNormCache(xhat, rstd, weight, training, x.shape), new
+        mean, var, new = stats.running_mean.astype(x.dtype), stats.running_var, stats
+    rstd = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+    xhat, y = np.empty_like(x2), np.empty_like(x2)
+    batch_norm_rows(np.ascontiguousarray(x2), mean, rstd, weight, bias, xhat, y)
+    return y.reshape(x.shape), BatchNormCache(xhat, rstd, weight, training, x.shape), new
 
 
 def batch_norm2d_backward(dout: np.ndarray, cache: BatchNormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     dout = check_grad_out("batch_norm2d (nhwc)", dout, cache.shape, cache.xhat.dtype)
     d2 = dout.reshape(cache.xhat.shape)
-    dweight, dbias = np.sum(d2 * cache.xhat, axis=0), d2.sum(axis=0)
-    g = d2 * (cache.weight * cache.rstd)
-    if cache.training:
-        g = g - g.mean(axis=0) - cache.xhat * np.mean(g * cache.xhat, axis=0)
-    return g.reshape(cache.shape), dweight, dbias
+    d2 = np.ascontiguousarray(d2)
+    dweight, dbias = channel_dot_sums(d2, cache.xhat)
+    # Train mode: the batch mean and variance depend on every x, which subtracts dy's mean and its projection on
+    # xhat (docs/derivations): mean(dy) = dbias / M, mean(dy * xhat) = dweight / M.
+    m = cache.xhat.shape[0]
+    mean_d, mean_dx = (dbias / m, dweight / m) if cache.training else (np.zeros_like(dbias), np.zeros_like(dbias))
+    dx = np.empty_like(d2)
+    batch_norm_rows_backward(d2, cache.xhat, (cache.weight * cache.rstd).astype(d2.dtype), mean_d, mean_dx, dx)
+    return dx.reshape(cache.shape), dweight, dbias
 
 
 # --------------------------------------------------------------------------------------------- small ops
@@ -337,7 +341,7 @@ def layer_scale_forward(x: np.ndarray, gamma: np.ndarray) -> tuple[np.ndarray, L
 
 def layer_scale_backward(dout: np.ndarray, cache: LayerScaleCache) -> tuple[np.ndarray, np.ndarray]:
     c = cache.gamma.shape[0]
-    return dout * cache.gamma, np.sum((dout * cache.x).reshape(-1, c), axis=0)
+    return dout * cache.gamma, channel_dot_sums(dout.reshape(-1, c), cache.x.reshape(-1, c))[0]
 
 
 @dataclass(frozen=True)
