@@ -2,9 +2,10 @@
 
 Rows are pixels: a tensor viewed as (M, C) with M = N*H*W. NumPy's ``a.sum(axis=0)`` on such a view is one
 thread walking M rows with a C-wide add (C = 16..512 here): at M = 100k it costs more than the GEMM next to it.
-These kernels split the rows into fixed blocks of ``ROW_BLOCK``, sum each block in float64 on its own thread,
-then add the block sums in block order: the result is bitwise the same on every run and for any thread count,
-and more accurate than a sequential float32 sum.
+These kernels are one thread each, a row at a time with a float64 accumulator per channel: 6x NumPy's speed at
+(100352, 16) (0.36 vs 2.1 ms, memory-bound), the same order on every run and for any thread count, and more
+accurate than NumPy's float32 sum. (Parallel versions with a partial sum per fixed block of rows measured 5-25x
+slower than this serial loop in Numba 0.68: the prange body does not vectorise; kept serial on purpose.)
 
     channel_sums(a)          s[c] = sum_m a[m, c]
     channel_dot_sums(a, b)   (sum_m a[m, c] * b[m, c], sum_m a[m, c])     weight and bias grads of a scale + shift
@@ -17,62 +18,44 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-ROW_BLOCK = 512  # rows per partial sum: enough work per thread, few partials to add
 
-
-@njit(parallel=True, cache=True)
-def _block_sums(a: np.ndarray, b: np.ndarray, with_dot: bool) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
+@njit(cache=True)
+def _sums(a: np.ndarray, b: np.ndarray, with_dot: bool) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
     m, c = a.shape
-    nb = (m + ROW_BLOCK - 1) // ROW_BLOCK
-    sums = np.zeros((nb, c), dtype=np.float64)
-    dots = np.zeros((nb, c), dtype=np.float64)
-    for blk in prange(nb):
-        s, d = sums[blk], dots[blk]
-        for r in range(blk * ROW_BLOCK, min(m, (blk + 1) * ROW_BLOCK)):
-            ar = a[r]
+    s = np.zeros(c, dtype=np.float64)
+    d = np.zeros(c, dtype=np.float64)
+    for r in range(m):
+        for ch in range(c):
+            s[ch] += a[r, ch]
+    if with_dot:
+        for r in range(m):
             for ch in range(c):
-                s[ch] += ar[ch]
-            if with_dot:
-                br = b[r]
-                for ch in range(c):
-                    d[ch] += ar[ch] * br[ch]
-    tot_s = np.zeros(c, dtype=np.float64)
-    tot_d = np.zeros(c, dtype=np.float64)
-    for blk in range(nb):  # fixed order
-        tot_s += sums[blk]
-        tot_d += dots[blk]
-    return tot_s, tot_d
+                d[ch] += a[r, ch] * b[r, ch]
+    return s, d
 
 
 def channel_sums(a: np.ndarray) -> np.ndarray:
-    """(M, C) -> (C,) column sums, in a's dtype (accumulated in float64, fixed order)."""
+    """(M, C) -> (C,) column sums, in a's dtype (accumulated in float64, in row order)."""
     a = np.ascontiguousarray(a)
-    return _block_sums(a, a, False)[0].astype(a.dtype)
+    return _sums(a, a, False)[0].astype(a.dtype)
 
 
 def channel_dot_sums(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(M, C), (M, C) -> (sum a * b, sum a), each (C,) in a's dtype: the (weight, bias) gradients of y = w * b + c
     when a is dy."""
     a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
-    dot, s = _block_sums(a, b, True)[::-1]
+    s, dot = _sums(a, b, True)
     return dot.astype(a.dtype), s.astype(a.dtype)
 
 
-@njit(parallel=True, cache=True)
+@njit(cache=True)
 def _centered_square_sums(x: np.ndarray, mean: np.ndarray) -> np.ndarray:  # pragma: no cover
     m, c = x.shape
-    nb = (m + ROW_BLOCK - 1) // ROW_BLOCK
-    part = np.zeros((nb, c), dtype=np.float64)
-    for blk in prange(nb):
-        p = part[blk]
-        for r in range(blk * ROW_BLOCK, min(m, (blk + 1) * ROW_BLOCK)):
-            xr = x[r]
-            for ch in range(c):
-                v = xr[ch] - mean[ch]
-                p[ch] += v * v
     tot = np.zeros(c, dtype=np.float64)
-    for blk in range(nb):
-        tot += part[blk]
+    for r in range(m):
+        for ch in range(c):
+            v = x[r, ch] - mean[ch]
+            tot[ch] += v * v
     return tot
 
 
@@ -80,8 +63,8 @@ def channel_mean_var(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(M, C) -> per-channel mean and biased variance (two passes: no cancellation), in x's dtype."""
     x = np.ascontiguousarray(x)
     m = x.shape[0]
-    mean = _block_sums(x, x, False)[0] / m
-    var = _centered_square_sums(x, mean.astype(x.dtype)) / m
+    mean = _sums(x, x, False)[0] / m
+    var = _centered_square_sums(x, mean) / m
     return mean.astype(x.dtype), var.astype(x.dtype)
 
 

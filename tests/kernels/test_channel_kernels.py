@@ -2,7 +2,7 @@
 
 They replace ``a.sum(axis=0)`` in the fast copy's bias, norm and layer-scale gradients and BatchNorm's statistics;
 the ops that use them are also checked against their teaching twins in test_nhwc.py. Here: the block
-decomposition (row counts below, at and across ROW_BLOCK), both dtypes, and bitwise repeatability.
+row counts from 1 up, channel counts from 1 up, both dtypes, views, and bitwise repeatability.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from c2f_numpy.kernels.channels import ROW_BLOCK, channel_dot_sums, channel_mean_var, channel_sums
+from c2f_numpy.kernels.channels import channel_dot_sums, channel_mean_var, channel_sums
 from c2f_numpy.testing import assert_close
 
-ROWS = st.sampled_from([1, 2, ROW_BLOCK - 1, ROW_BLOCK, ROW_BLOCK + 1, 3 * ROW_BLOCK + 7]) | st.integers(1, 2000)
+ROWS = st.sampled_from([1, 2, 3]) | st.integers(1, 3000)
 
 
 @settings(max_examples=30, deadline=None)
@@ -41,7 +41,7 @@ def test_sums_match_float64_numpy(m: int, c: int, dtype: type, seed: int) -> Non
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_sums_are_bitwise_repeatable_and_accept_views(dtype: type) -> None:
     rng = np.random.default_rng(1)
-    a = rng.standard_normal((4 * ROW_BLOCK + 3, 48)).astype(dtype)
+    a = rng.standard_normal((2051, 48)).astype(dtype)
     first = channel_sums(a)
     assert all(np.array_equal(first, channel_sums(a)) for _ in range(5))
     view = a[:, ::2]  # a non-contiguous view gives the same sums as its copy
