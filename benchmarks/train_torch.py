@@ -39,9 +39,14 @@ and the configuration.
 
 Memory format: channels-last (weights and activations) is the default, measured faster than NCHW on this 2-core
 machine (mini, k=7, 1x28x28, batch 128, AdamW, median step of 21: 2 threads 0.53 s vs 0.68 s; 1 thread 0.80 s
-vs 1.09 s); ``--no-channels-last`` switches it off. On a shared machine, torch's OpenMP threads spin-waiting for a
-core another process holds made a 2-thread step take 9.3 s (1 thread: 0.7 s); with sleeping waits it took 0.9 s,
-so the script sets ``OMP_WAIT_POLICY=PASSIVE`` unless the environment sets it.
+vs 1.09 s); ``--no-channels-last`` switches it off.
+
+OpenMP waiting: torch runs with its own OpenMP defaults, which are its fastest on a quiet machine (micro, k=7,
+batch 128, 2 threads, 150 steps: 454 img/s by default or with ``OMP_WAIT_POLICY=ACTIVE``, 361-398 img/s with
+``PASSIVE``). On a *shared* machine, threads spin-waiting for a core another process holds made a 2-thread step
+take 9.3 s (1 thread: 0.7 s; with ``OMP_WAIT_POLICY=PASSIVE`` 0.9 s): set ``OMP_WAIT_POLICY=PASSIVE`` there.
+c2f_numpy's import sets PASSIVE (for its own OpenMP pool) only as a default and after torch has loaded here, so
+torch's runtime never sees it unless the environment set it.
 """
 
 from __future__ import annotations
@@ -56,9 +61,8 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
-# Read once, when torch loads its OpenMP runtime: threads that sleep instead of spin while waiting (see above).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
+# torch before c2f_numpy: torch's OpenMP runtime reads OMP_WAIT_POLICY when it loads, before c2f_numpy sets its
+# PASSIVE default (see the docstring).
 import numpy as np
 import torch
 import torch.nn.functional as F
