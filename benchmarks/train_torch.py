@@ -42,7 +42,7 @@ machine (mini, k=7, 1x28x28, batch 128, AdamW, median step of 21: 2 threads 0.53
 vs 1.09 s); ``--no-channels-last`` switches it off.
 
 OpenMP waiting: torch runs with its own OpenMP defaults, which are its fastest on a quiet machine (micro, k=7,
-batch 128, 2 threads, 150 steps: 454 img/s by default or with ``OMP_WAIT_POLICY=ACTIVE``, 361-398 img/s with
+batch 128, 2 threads, 150 steps: 470 img/s by default, 454 with ``OMP_WAIT_POLICY=ACTIVE``, 361-398 with
 ``PASSIVE``). On a *shared* machine, threads spin-waiting for a core another process holds made a 2-thread step
 take 9.3 s (1 thread: 0.7 s; with ``OMP_WAIT_POLICY=PASSIVE`` 0.9 s): set ``OMP_WAIT_POLICY=PASSIVE`` there.
 c2f_numpy's import sets PASSIVE (for its own OpenMP pool) only as a default and after torch has loaded here, so
