@@ -16,6 +16,9 @@ block order: the result is bitwise the same on every run and for any thread coun
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import numpy as np
 from numba import njit, prange
 
@@ -24,11 +27,148 @@ from .channels import channel_sums
 # fastmath: only 'contract' (fused multiply-add); no reassociation, so every sum has a fixed order.
 _FLAGS = {"contract"}
 WEIGHT_GRAD_BLOCKS = 16  # images are split into this many fixed blocks for the weight gradient
+# Register blocking: XB output pixels x JB kernel taps per pass. The loops over the block are fixed-length, so LLVM
+# unrolls them and vectorises the channel loop inside: one load and one store of each of the XB accumulators per
+# JB taps, and each source pixel loaded once for the XB outputs that read it (19 loads/stores per 16 vector FMAs,
+# against 4 per FMA for a tap at a time). Measured at 1 thread: 1.4-2.8x the tap-at-a-time loop at k >= 7.
+XB, JB = 4, 4
+
+
+@njit(fastmath=_FLAGS, cache=True)
+def _pad_row(row: np.ndarray, s: np.ndarray, offset: int) -> None:  # pragma: no cover - jit
+    """s[offset + x] = row[x] where it fits; the rest of s keeps its zeros (the padding)."""
+    for x in range(max(0, -offset), min(row.shape[0], s.shape[0] - offset)):
+        sx, rx = s[x + offset], row[x]
+        for ch in range(rx.shape[0]):
+            sx[ch] = rx[ch]
+
+
+def _make_correlate(k: int) -> Callable[..., None]:
+    """The kernel below for one kernel size k: a compile-time constant, so LLVM unrolls the tap blocks and keeps
+    the accumulators in registers (1.6-2.9x a kernel with k as an argument). Each k compiles once (cached)."""
+    k_main, k_rest = k - k % JB, k % JB
+
+    @njit(parallel=True, fastmath=_FLAGS, cache=True)
+    def correlate_k(src: np.ndarray, w: np.ndarray, out: np.ndarray, offset: int) -> None:  # pragma: no cover
+        """out[n, y, x, :] += sum_{i,j} w[i, j, :] * src[n, y + i - offset, x + j - offset, :] (zero outside src).
+
+        One output row per task. Each source row it reads is first copied into a zero-padded scratch row s, so
+        s[x + j] is the tap (i, j) of output x with no bounds tests; the taps are then applied in (i, j) order, which
+        is also the order of the sums (the same result, bit for bit, as one tap at a time). On small maps a block
+        of taps that reads only padding for all XB outputs is skipped.
+        """
+        n_img, hs, ws, c = src.shape
+        _, ho, wo, _ = out.shape
+        for t in prange(n_img * ho):
+            n = t // ho
+            y = t - n * ho
+            o = out[n, y]
+            s = np.zeros((wo + k - 1 + XB, c), dtype=src.dtype)
+            for i in range(max(0, offset - y), min(k, hs + offset - y)):
+                _pad_row(src[n, y + i - offset], s, offset)
+                wi = w[i]
+                x = 0
+                while x + XB <= wo:
+                    for jb in range(0, k_main, JB):
+                        if x + jb + XB + JB - 2 < offset or x + jb >= offset + ws:
+                            continue  # every tap of the block reads padding
+                        for ch in range(c):
+                            a0, a1, a2, a3 = o[x, ch], o[x + 1, ch], o[x + 2, ch], o[x + 3, ch]
+                            for jj in range(JB):
+                                j = jb + jj
+                                wj = wi[j, ch]
+                                a0 += wj * s[x + j, ch]
+                                a1 += wj * s[x + j + 1, ch]
+                                a2 += wj * s[x + j + 2, ch]
+                                a3 += wj * s[x + j + 3, ch]
+                            o[x, ch], o[x + 1, ch], o[x + 2, ch], o[x + 3, ch] = a0, a1, a2, a3
+                    for ch in range(c):  # the last k % JB taps, as one shorter block
+                        a0, a1, a2, a3 = o[x, ch], o[x + 1, ch], o[x + 2, ch], o[x + 3, ch]
+                        for jj in range(k_rest):
+                            j = k_main + jj
+                            wj = wi[j, ch]
+                            a0 += wj * s[x + j, ch]
+                            a1 += wj * s[x + j + 1, ch]
+                            a2 += wj * s[x + j + 2, ch]
+                            a3 += wj * s[x + j + 3, ch]
+                        o[x, ch], o[x + 1, ch], o[x + 2, ch], o[x + 3, ch] = a0, a1, a2, a3
+                    x += XB
+                for xr in range(x, wo):  # the last wo % XB outputs
+                    ox = o[xr]
+                    for j in range(k):
+                        wj, sx = wi[j], s[xr + j]
+                        for ch in range(c):
+                            ox[ch] += wj[ch] * sx[ch]
+                # the next row's copy overwrites only the image columns: the padding columns stay zero
+
+    return correlate_k
+
+
+def _make_weight_grad(k: int) -> Callable[..., np.ndarray]:
+    """The kernel below for one kernel size k (as :func:`_make_correlate`)."""
+    k_main, k_rest = k - k % JB, k % JB
+
+    @njit(parallel=True, fastmath=_FLAGS, cache=True)
+    def weight_grad_k(dout: np.ndarray, src: np.ndarray, offset: int, blocks: int) -> np.ndarray:  # pragma: no cover
+        """partials[b, i, j, c] = sum over the images of block b of dout[n, y, x, c] * src[n, y+i-off, x+j-off, c].
+
+        The same scratch rows and XB x JB blocking as ``correlate``; each partial sums in (n, y, x) order.
+        """
+        n_img, ho, wo, c = dout.shape
+        _, hs, ws, _ = src.shape
+        x_main = wo - wo % XB
+        partials = np.zeros((blocks, k, k, c), dtype=dout.dtype)
+        for b in prange(blocks):
+            acc = partials[b]
+            s = np.zeros((wo + k - 1 + XB, c), dtype=src.dtype)
+            for n in range(b * n_img // blocks, (b + 1) * n_img // blocks):
+                for y in range(ho):
+                    d = dout[n, y]
+                    for i in range(max(0, offset - y), min(k, hs + offset - y)):
+                        _pad_row(src[n, y + i - offset], s, offset)
+                        ai = acc[i]
+                        # Tap blocks outside, pixels inside: the other way round was 1.4x faster at k <= 11 but
+                        # 3x slower from k = 13 (LLVM unrolls the tap blocks). dw[i, j] sums over x in order.
+                        for jb in range(0, k_main, JB):
+                            for x in range(0, x_main, XB):
+                                if x + jb + XB + JB - 2 < offset or x + jb >= offset + ws:
+                                    continue  # every tap of the block reads padding
+                                for ch in range(c):
+                                    e0, e1, e2, e3 = d[x, ch], d[x + 1, ch], d[x + 2, ch], d[x + 3, ch]
+                                    for jj in range(JB):
+                                        j = jb + jj
+                                        a = ai[j, ch]
+                                        a += e0 * s[x + j, ch]
+                                        a += e1 * s[x + j + 1, ch]
+                                        a += e2 * s[x + j + 2, ch]
+                                        a += e3 * s[x + j + 3, ch]
+                                        ai[j, ch] = a
+                        for x in range(0, x_main, XB):
+                            for ch in range(c):
+                                e0, e1, e2, e3 = d[x, ch], d[x + 1, ch], d[x + 2, ch], d[x + 3, ch]
+                                for jj in range(k_rest):
+                                    j = k_main + jj
+                                    a = ai[j, ch]
+                                    a += e0 * s[x + j, ch]
+                                    a += e1 * s[x + j + 1, ch]
+                                    a += e2 * s[x + j + 2, ch]
+                                    a += e3 * s[x + j + 3, ch]
+                                    ai[j, ch] = a
+                        for xr in range(x_main, wo):
+                            dx_ = d[xr]
+                            for j in range(k):
+                                aj, sx = ai[j], s[xr + j]
+                                for ch in range(c):
+                                    aj[ch] += dx_[ch] * sx[ch]
+        return partials
+
+    return weight_grad_k
 
 
 @njit(parallel=True, fastmath=_FLAGS, cache=True)
-def correlate(src: np.ndarray, w: np.ndarray, out: np.ndarray, offset: int) -> None:  # pragma: no cover - jit
-    """out[n, y, x, :] += sum_{i,j} w[i, j, :] * src[n, y + i - offset, x + j - offset, :] (in bounds only)."""
+def _correlate_pixels(src: np.ndarray, w: np.ndarray, out: np.ndarray, offset: int) -> None:  # pragma: no cover - jit
+    """``correlate`` one output pixel at a time, each visiting only its in-bounds taps: on maps narrower than
+    2 XB the blocked kernel would spend most of its FMAs on padding."""
     n_img, hs, ws, c = src.shape
     _, ho, wo, _ = out.shape
     k = w.shape[0]
@@ -51,10 +191,10 @@ def correlate(src: np.ndarray, w: np.ndarray, out: np.ndarray, offset: int) -> N
 
 
 @njit(parallel=True, fastmath=_FLAGS, cache=True)
-def weight_grad_partials(
+def _weight_grad_pixels(
     dout: np.ndarray, src: np.ndarray, k: int, offset: int, blocks: int
 ) -> np.ndarray:  # pragma: no cover
-    """partials[b, i, j, c] = sum over the images of block b of dout[n, y, x, c] * src[n, y+i-off, x+j-off, c]."""
+    """``weight_grad_partials`` a pixel at a time (for narrow maps, as :func:`_correlate_pixels`)."""
     n_img, ho, wo, c = dout.shape
     _, hs, ws, _ = src.shape
     partials = np.zeros((blocks, k, k, c), dtype=dout.dtype)
@@ -76,6 +216,28 @@ def weight_grad_partials(
                             for ch in range(c):
                                 a[ch] += d[ch] * s[ch]
     return partials
+
+
+@functools.cache
+def _kernels(k: int) -> tuple[Callable[..., None], Callable[..., np.ndarray]]:
+    return _make_correlate(k), _make_weight_grad(k)
+
+
+def correlate(src: np.ndarray, w: np.ndarray, out: np.ndarray, offset: int) -> None:
+    """out[n, y, x, :] += sum_{i,j} w[i, j, :] * src[n, y + i - offset, x + j - offset, :] (zero outside src);
+    src (N, Hs, Ws, C), w (k, k, C), out (N, Ho, Wo, C)."""
+    if out.shape[2] >= 2 * XB:
+        _kernels(w.shape[0])[0](src, w, out, offset)
+    else:
+        _correlate_pixels(src, w, out, offset)
+
+
+def weight_grad_partials(dout: np.ndarray, src: np.ndarray, k: int, offset: int, blocks: int) -> np.ndarray:
+    """(blocks, k, k, C): partials[b, i, j, c] = sum over the images of block b of
+    dout[n, y, x, c] * src[n, y + i - offset, x + j - offset, c]."""
+    if dout.shape[2] >= 4 * XB:  # the wider threshold was measured: at 8-14 pixels the pixel loop wins
+        return _kernels(k)[1](dout, src, offset, blocks)
+    return _weight_grad_pixels(dout, src, k, offset, blocks)
 
 
 def depthwise_forward(x: np.ndarray, w_kkc: np.ndarray, b: np.ndarray | None, padding: int) -> np.ndarray:

@@ -143,16 +143,20 @@ def test_fast_twin_edge_cases(case: OpCase, name: str, problem: Problem, dtype: 
 
 
 @pytest.mark.parametrize(
-    ("c_in", "k", "kwargs"),
-    [(1, 11, dict(padding=5, groups=32)), (32, 3, dict(padding=1)), (32, 3, dict(stride=2, padding=1))],
-    ids=["depthwise_k11", "dense_k3", "dense_k3_s2"],
-)
-def test_gradients_are_deterministic_and_thread_count_independent(c_in: int, k: int, kwargs: dict[str, Any]) -> None:
-    """The Numba kernels that sum (depthwise dw; the dense col2im behind dx) do so in a fixed order."""
+    ("c_in", "k", "width", "kwargs"),
+    [(1, 11, 7, dict(padding=5, groups=32)), (1, 11, 20, dict(padding=5, groups=32)),
+     (32, 3, 7, dict(padding=1)), (32, 3, 7, dict(stride=2, padding=1))],
+    ids=["depthwise_k11_narrow", "depthwise_k11_wide", "dense_k3", "dense_k3_s2"],
+)  # fmt: skip
+def test_gradients_are_deterministic_and_thread_count_independent(
+    c_in: int, k: int, width: int, kwargs: dict[str, Any]
+) -> None:
+    """The Numba kernels that sum (depthwise dw, both its pixel and its blocked form; the dense col2im behind
+    dx) do so in a fixed order."""
     import numba
 
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((13, 9, 7, 32)).astype(np.float32)
+    x = rng.standard_normal((13, 9, width, 32)).astype(np.float32)
     w = rng.standard_normal((32, c_in, k, k)).astype(np.float32)
     out, cache = nhwc.conv2d_forward(x, w, None, **kwargs)
     d = rng.standard_normal(out.shape).astype(np.float32)
