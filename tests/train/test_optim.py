@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from c2f_numpy.kernels.optim import PARALLEL_MIN, _adamw_parallel, _adamw_range
 from c2f_numpy.nn import Parameter
 from c2f_numpy.testing import assert_close
 from c2f_numpy.train import SGD, AdamW
@@ -75,7 +76,9 @@ def test_fused_adamw_equals_the_numpy_form(dtype: type) -> None:
     a = [
         ("w", Parameter(rng.standard_normal((6, 5)).astype(dtype))),
         ("b", Parameter(rng.standard_normal(5).astype(dtype))),
+        ("big", Parameter(rng.standard_normal((300, 111)).astype(dtype))),  # the fused kernel's parallel loop
     ]
+    assert a[2][1].data.size >= PARALLEL_MIN
     b = [(n, Parameter(p.data.copy())) for n, p in a]
     fused, plain = AdamW(a, lr=1e-2, fused=True), AdamW(b, lr=1e-2, fused=False)
     for _ in range(4):
@@ -86,3 +89,15 @@ def test_fused_adamw_equals_the_numpy_form(dtype: type) -> None:
         plain.step()
     for (name, p), (_, q) in zip(a, b, strict=True):
         assert_close(name, p.data, q.data)
+
+
+def test_fused_adamw_parallel_loop_equals_serial_loop_bitwise() -> None:
+    rng = np.random.default_rng(5)
+    p, g, m, v = (rng.standard_normal(PARALLEL_MIN + 1001).astype(np.float32) for _ in range(4))
+    v = np.abs(v)
+    args = (3e-3, 0.9, 0.999, 1e-8, 0.05, 1 - 0.9**3, 1 - 0.999**3)
+    serial = [a.copy() for a in (p, g, m, v)]
+    _adamw_range(*serial, 0, p.size, *args)
+    _adamw_parallel(p, g, m, v, *args)
+    for x, y in zip((p, m, v), (serial[0], serial[2], serial[3]), strict=True):
+        assert np.array_equal(x, y)
