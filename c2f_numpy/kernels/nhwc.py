@@ -52,7 +52,7 @@ cross_entropy_forward, cross_entropy_backward = ops.cross_entropy_forward, ops.c
 # --------------------------------------------------------------------------------------------- convolutions
 @dataclass(frozen=True)
 class Conv2dCache:
-    x: np.ndarray  # the input (depthwise) or the gathered taps (N*Ho*Wo, kh*kw*C_in) (dense)
+    x: np.ndarray  # the input, or for non-overlapping patches the gathered taps (N*Ho*Wo, kh*kw*C_in)
     w: np.ndarray
     has_bias: bool
     x_shape: tuple[int, ...]
@@ -105,15 +105,39 @@ def conv2d_forward(
     wo = conv_output_size(wd, pads[2] + pads[3], kw, s[1], 1)
     if ho < 1 or wo < 1:
         raise OpInputError(f"{op}: input {h}x{wd} with padding {pads} is smaller than the kernel {kh}x{kw}")
-    cols = _gather_taps(x, (kh, kw), pads, s, (ho, wo))
-    # Rows (i, j, c) to match the columns of cols. Both operands C-contiguous and of x's dtype: one sgemm/dgemm,
-    # no hidden copy or upcast.
+    # Rows (i, j, c) to match the columns of cols. Both operands C-contiguous and of x's dtype: one sgemm/dgemm
+    # per chunk, no hidden copy or upcast.
     w_mat = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(kh * kw * c, co))
-    out = cols @ w_mat
+    out = np.empty((n, ho, wo, co), dtype=x.dtype)
+    if _is_patchify((kh, kw), pads, s):  # the taps are a permutation of x: one copy, one GEMM, kept for dw
+        cols = _gather_taps(x, (kh, kw), pads, s, (ho, wo))
+        np.matmul(cols, w_mat, out=out.reshape(-1, co))
+        cache_x = cols
+    else:  # overlapping taps: im2col a chunk of images at a time (see _image_chunks), kept: x itself
+        buf = None
+        for n0, n1 in _image_chunks(n, ho * wo * kh * kw * c * x.itemsize):
+            buf = _gather_taps(x[n0:n1], (kh, kw), pads, s, (ho, wo), buf)
+            np.matmul(buf[: (n1 - n0) * ho * wo], w_mat, out=out[n0:n1].reshape(-1, co))
+        cache_x = x
     if b is not None:
         out += b
-    cache = Conv2dCache(cols, w, b is not None, x.shape, pads, s, False, (n, ho, wo, co), w_mat=w_mat)
-    return out.reshape(n, ho, wo, co), cache
+    return out, Conv2dCache(cache_x, w, b is not None, x.shape, pads, s, False, (n, ho, wo, co), w_mat=w_mat)
+
+
+CHUNK_BYTES = 4 << 20  # im2col of the overlapping-tap convolutions, a few images at a time
+
+
+def _image_chunks(n: int, bytes_per_image: int) -> list[tuple[int, int]]:
+    """Image ranges whose im2col matrix is about CHUNK_BYTES (at least one image each).
+
+    The stem's 3x3 convolutions have 9x as many taps as pixels: at 28x28 with 16 channels and batch 128 the whole
+    im2col matrix is 58 MB, written, read by the GEMM, kept for the weight gradient, and its twin dcols written
+    and read again in the backward, each a fresh allocation that the kernel zeroes page by page. A chunk of a few
+    MB stays in the caches and its buffer is reused; the backward gathers the taps again (a cheap pass). The
+    chunks depend only on the shape, so the sums over them have a fixed order.
+    """
+    per = max(1, CHUNK_BYTES // max(1, bytes_per_image))
+    return [(n0, min(n, n0 + per)) for n0 in range(0, n, per)]
 
 
 def _is_patchify(k: tuple[int, int], pads: tuple[int, int, int, int], s: tuple[int, int]) -> bool:
@@ -123,12 +147,21 @@ def _is_patchify(k: tuple[int, int], pads: tuple[int, int, int, int], s: tuple[i
 
 
 def _gather_taps(
-    x: np.ndarray, k: tuple[int, int], pads: tuple[int, int, int, int], s: tuple[int, int], out_hw: tuple[int, int]
+    x: np.ndarray,
+    k: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    s: tuple[int, int],
+    out_hw: tuple[int, int],
+    buf: np.ndarray | None = None,
 ) -> np.ndarray:
-    """im2col: (N*Ho*Wo, kh*kw*C), row (n, y, x) holding the kh*kw input pixels its output reads."""
+    """im2col: (N*Ho*Wo, kh*kw*C), row (n, y, x) holding the kh*kw input pixels its output reads; written into
+    the first rows of ``buf`` (a matrix of at least that many rows, returned whole) when given."""
     n, _, _, c = x.shape
     (kh, kw), (ho, wo) = k, out_hw
-    cols = np.empty((n, ho, wo, kh, kw, c), dtype=x.dtype)  # every value is written below: no zero fill
+    rows = n * ho * wo
+    if buf is None:
+        buf = np.empty((rows, kh * kw * c), dtype=x.dtype)
+    cols = buf[:rows].reshape(n, ho, wo, kh, kw, c)  # every value is written below: no zero fill
     if _is_patchify(k, pads, s):
         # One transposing copy. Rows/columns that do not fill a patch are left out (7x7 -> 3x3 drops row and
         # column 6); splitting H and W into (patch, tap) is then a view.
@@ -136,22 +169,18 @@ def _gather_taps(
         np.copyto(cols, patches.transpose(0, 1, 3, 2, 4, 5))
     else:
         gather_taps(x, cols, pads[0], pads[2], s[0], s[1])
-    return cols.reshape(n * ho * wo, kh * kw * c)
+    return buf
 
 
-def _scatter_taps(
-    dcols: np.ndarray, x_shape: tuple[int, ...], pads: tuple[int, int, int, int], s: tuple[int, int]
-) -> np.ndarray:
-    """col2im, the adjoint of :func:`_gather_taps`: dx (N, H, W, C) from dcols (N, Ho, Wo, kh, kw, C)."""
+def _scatter_patches(dcols: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
+    """col2im for non-overlapping patches, the inverse of :func:`_gather_taps`' permutation: dx (N, H, W, C) from
+    dcols (N, Ho, Wo, kh, kw, C) (the backward scatters overlapping taps chunk by chunk)."""
     n, _, _, c = x_shape
     _, ho, wo, kh, kw, _ = dcols.shape
     dx = np.empty(x_shape, dtype=dcols.dtype)
-    if _is_patchify((kh, kw), pads, s):
-        dx[:, ho * kh :] = 0  # the rows and columns no patch reads
-        dx[:, :, wo * kw :] = 0
-        dx[:, : ho * kh, : wo * kw].reshape(n, ho, kh, wo, kw, c)[...] = dcols.transpose(0, 1, 3, 2, 4, 5)
-    else:
-        scatter_add_taps(dcols, dx, pads[0], pads[2], s[0], s[1])  # zeroes dx, then adds each tap's share
+    dx[:, ho * kh :] = 0  # the rows and columns no patch reads
+    dx[:, :, wo * kw :] = 0
+    dx[:, : ho * kh, : wo * kw].reshape(n, ho, kh, wo, kw, c)[...] = dcols.transpose(0, 1, 3, 2, 4, 5)
     return dx
 
 
@@ -169,11 +198,24 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache) -> tuple[np.ndarray, n
     dout = check_grad_out("conv2d (nhwc)", dout, cache.out_shape, cache.x.dtype)
     assert cache.w_mat is not None
     d2 = dout.reshape(-1, co)
-    # cache.x is the im2col matrix (N*Ho*Wo, kh*kw*C_in). The transposed operands are views that BLAS reads
-    # as they are (a transpose flag, no copy).
-    dw = (cache.x.T @ d2).reshape(kh, kw, c, co).transpose(3, 2, 0, 1)
-    dcols = (d2 @ cache.w_mat.T).reshape(n, ho, wo, kh, kw, c)
-    dx = _scatter_taps(dcols, cache.x_shape, cache.pads, cache.stride)
+    w_mat_t = cache.w_mat.T  # the transposed operands are views that BLAS reads as they are (a flag, no copy)
+    if _is_patchify((kh, kw), cache.pads, cache.stride):  # cache.x is the im2col matrix (N*Ho*Wo, kh*kw*C_in)
+        dw_mat = cache.x.T @ d2
+        dx = _scatter_patches((d2 @ w_mat_t).reshape(n, ho, wo, kh, kw, c), cache.x_shape)
+    else:  # cache.x is the input: the forward's chunks again, their taps gathered anew
+        dx = np.empty(cache.x_shape, dtype=d2.dtype)
+        dw_mat = np.zeros((kh * kw * c, co), dtype=d2.dtype)
+        buf = dbuf = None
+        for n0, n1 in _image_chunks(n, ho * wo * kh * kw * c * d2.itemsize):
+            rows = slice(0, (n1 - n0) * ho * wo)
+            buf = _gather_taps(cache.x[n0:n1], (kh, kw), cache.pads, cache.stride, (ho, wo), buf)
+            d2c = d2[n0 * ho * wo : n1 * ho * wo]
+            dw_mat += buf[rows].T @ d2c  # chunk by chunk, in order: a fixed sum
+            dbuf = np.empty_like(buf) if dbuf is None else dbuf
+            np.matmul(d2c, w_mat_t, out=dbuf[rows])
+            dcols = dbuf[rows].reshape(n1 - n0, ho, wo, kh, kw, c)
+            scatter_add_taps(dcols, dx[n0:n1], cache.pads[0], cache.pads[2], *cache.stride)  # zeroes, then adds
+    dw = dw_mat.reshape(kh, kw, c, co).transpose(3, 2, 0, 1)
     db = channel_sums(d2) if cache.has_bias else None
     return dx, np.ascontiguousarray(dw), db
 

@@ -184,3 +184,30 @@ def test_float32_gelu_is_within_float32_resolution_of_the_exact_form() -> None:
     dexact = 0.5 * erfc(-xd * np.sqrt(0.5)) + xd * np.exp(-0.5 * xd * xd) / np.sqrt(2 * np.pi)
     assert np.abs(y - exact).max() < 5e-7 * 12 and np.abs(dx - dexact).max() < 5e-7
     assert (y[x < -6] <= 0).all() and (np.abs(y[x < -6]) < 1e-7).all()  # the far tail stays tiny and signed
+
+
+@pytest.mark.parametrize("per_chunk", [1, 2, 5], ids=lambda p: f"{p}_images_per_chunk")  # 5 images: one chunk
+@pytest.mark.parametrize("kwargs", [dict(padding=1), dict(stride=2, padding=1), dict(padding=(0, 2, 1, 0))])
+def test_dense_conv_in_image_chunks_matches_teaching_copy(
+    per_chunk: int, kwargs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Overlapping-tap convolutions gather their taps a few images at a time (nhwc.CHUNK_BYTES), in the forward
+    and again in the backward: every way of cutting the batch (2 images per chunk: 2 + 2 + 1) gives the
+    teaching copy's result."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((5, 3, 9, 8))
+    w = rng.standard_normal((4, 3, 3, 3))
+    b = rng.standard_normal(4)
+    out, cache = ops.conv2d_forward(x, w, b, **kwargs)
+    image_bytes = out.shape[2] * out.shape[3] * 3 * 3 * 3 * x.itemsize  # its im2col rows
+    monkeypatch.setattr(nhwc, "CHUNK_BYTES", per_chunk * image_bytes)
+    assert len(nhwc._image_chunks(5, image_bytes)) == -(-5 // per_chunk)
+    d = rng.standard_normal(out.shape)
+    dx, dw, db = ops.conv2d_backward(d, cache)
+    f_out, f_cache = nhwc.conv2d_forward(to_nhwc(x), w, b, **kwargs)
+    f_dx, f_dw, f_db = nhwc.conv2d_backward(to_nhwc(d), f_cache)
+    assert_close("dense out", to_nchw(f_out), out)
+    assert_close("dense dx", to_nchw(f_dx), dx)
+    assert_close("dense dw", f_dw, dw)
+    assert f_db is not None
+    assert_close("dense db", f_db, db)
