@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from c2f_numpy.kernels.optim import PARALLEL_MIN, _adamw_parallel, _adamw_range
+from c2f_numpy.kernels.optim import PARALLEL_MIN, _adamw_parallel, _adamw_serial
 from c2f_numpy.nn import Parameter
 from c2f_numpy.testing import assert_close
 from c2f_numpy.train import SGD, AdamW
@@ -97,7 +97,7 @@ def test_fused_adamw_parallel_loop_equals_serial_loop_bitwise() -> None:
     v = np.abs(v)
     args = (3e-3, 0.9, 0.999, 1e-8, 0.05, 1 - 0.9**3, 1 - 0.999**3)
     serial = [a.copy() for a in (p, g, m, v)]
-    _adamw_range(*serial, 0, p.size, *args)
+    _adamw_serial(*serial, *args)
     _adamw_parallel(p, g, m, v, *args)
     for x, y in zip((p, m, v), (serial[0], serial[2], serial[3]), strict=True):
         assert np.array_equal(x, y)
