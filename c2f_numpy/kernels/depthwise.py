@@ -3,8 +3,13 @@ with ``groups = C``, stride 1.
 
 Why NHWC: the channel axis is innermost, so every kernel tap is a contiguous multiply-add over C channels that
 vectorises whatever the image size (Conv2Former's maps at 32x32 input are 8x8 down to 1x1: a loop along W
-would have 8 lanes at most). Taps that fall on the zero padding are skipped, not multiplied: at 2x2 with
-k = 11 only 9 of the 121 taps touch the image.
+would have 8 lanes at most).
+
+Two forms of each kernel, chosen by the map width (:func:`correlate`, :func:`weight_grad_partials`):
+register-blocked kernels compiled per kernel size for maps at least 8 pixels wide (16 for the weight
+gradient), and pixel-at-a-time kernels for narrower ones, which skip the taps that fall on the zero padding
+(at 2x2 with k = 11 only 9 of the 121 taps touch the image). Both add the same products in the same order:
+their results are the same bits (tests/kernels/test_depthwise_kernels.py).
 
     forward   out[n, y, x, c] = b[c] + sum_{i,j} w[i, j, c] * x[n, y + i - p, x + j - p, c]
     input     dx[n, y, x, c]  = sum_{i,j} w[i, j, c] * dout[n, y - i + p, x - j + p, c]   (the same loop, flipped w)
@@ -30,7 +35,8 @@ WEIGHT_GRAD_BLOCKS = 16  # images are split into this many fixed blocks for the 
 # Register blocking: XB output pixels x JB kernel taps per pass. The loops over the block are fixed-length, so LLVM
 # unrolls them and vectorises the channel loop inside: one load and one store of each of the XB accumulators per
 # JB taps, and each source pixel loaded once for the XB outputs that read it (19 loads/stores per 16 vector FMAs,
-# against 4 per FMA for a tap at a time). Measured at 1 thread: 1.4-2.8x the tap-at-a-time loop at k >= 7.
+# against 4 per FMA for a tap at a time). Measured at 1 thread on 28-56 wide maps: forward 1.3-3.3x the pixel
+# loop at k >= 7, weight gradient 1.1-1.4x.
 XB, JB = 4, 4
 ROW_TASKS = 64  # the forward's output rows are split into this many parallel tasks (any split gives the same bits)
 
