@@ -50,6 +50,43 @@ def _pad_row(row: np.ndarray, s: np.ndarray, offset: int) -> None:  # pragma: no
             sx[ch] = rx[ch]
 
 
+@njit(fastmath=_FLAGS, cache=True, inline="always")
+def _taps_into_block(
+    o: np.ndarray, s: np.ndarray, wi: np.ndarray, x: int, j0: int, nj: int
+) -> None:  # pragma: no cover
+    """o[x + q] += sum over jj < nj of wi[j0 + jj] * s[x + q + j0 + jj], for the XB = 4 outputs q, taps in order.
+
+    Inlined where it is called with nj a compile-time constant, so the tap loop unrolls and the 4 accumulators
+    stay in registers."""
+    for ch in range(o.shape[1]):
+        a0, a1, a2, a3 = o[x, ch], o[x + 1, ch], o[x + 2, ch], o[x + 3, ch]
+        for jj in range(nj):
+            j = j0 + jj
+            wj = wi[j, ch]
+            a0 += wj * s[x + j, ch]
+            a1 += wj * s[x + j + 1, ch]
+            a2 += wj * s[x + j + 2, ch]
+            a3 += wj * s[x + j + 3, ch]
+        o[x, ch], o[x + 1, ch], o[x + 2, ch], o[x + 3, ch] = a0, a1, a2, a3
+
+
+@njit(fastmath=_FLAGS, cache=True, inline="always")
+def _taps_from_block(
+    ai: np.ndarray, d: np.ndarray, s: np.ndarray, x: int, j0: int, nj: int
+) -> None:  # pragma: no cover
+    """ai[j0 + jj] += sum over the XB = 4 pixels q of d[x + q] * s[x + q + j0 + jj], for jj < nj (q in order)."""
+    for ch in range(d.shape[1]):
+        e0, e1, e2, e3 = d[x, ch], d[x + 1, ch], d[x + 2, ch], d[x + 3, ch]
+        for jj in range(nj):
+            j = j0 + jj
+            a = ai[j, ch]
+            a += e0 * s[x + j, ch]
+            a += e1 * s[x + j + 1, ch]
+            a += e2 * s[x + j + 2, ch]
+            a += e3 * s[x + j + 3, ch]
+            ai[j, ch] = a
+
+
 def _make_correlate(k: int) -> Callable[..., None]:
     """The kernel below for one kernel size k: a compile-time constant, so LLVM unrolls the tap blocks and keeps
     the accumulators in registers (1.6-2.9x a kernel with k as an argument). Each k compiles once (cached)."""
@@ -82,26 +119,8 @@ def _make_correlate(k: int) -> Callable[..., None]:
                         for jb in range(0, k_main, JB):
                             if x + jb + XB + JB - 2 < offset or x + jb >= offset + ws:
                                 continue  # every tap of the block reads padding
-                            for ch in range(c):
-                                a0, a1, a2, a3 = o[x, ch], o[x + 1, ch], o[x + 2, ch], o[x + 3, ch]
-                                for jj in range(JB):
-                                    j = jb + jj
-                                    wj = wi[j, ch]
-                                    a0 += wj * s[x + j, ch]
-                                    a1 += wj * s[x + j + 1, ch]
-                                    a2 += wj * s[x + j + 2, ch]
-                                    a3 += wj * s[x + j + 3, ch]
-                                o[x, ch], o[x + 1, ch], o[x + 2, ch], o[x + 3, ch] = a0, a1, a2, a3
-                        for ch in range(c):  # the last k % JB taps, as one shorter block
-                            a0, a1, a2, a3 = o[x, ch], o[x + 1, ch], o[x + 2, ch], o[x + 3, ch]
-                            for jj in range(k_rest):
-                                j = k_main + jj
-                                wj = wi[j, ch]
-                                a0 += wj * s[x + j, ch]
-                                a1 += wj * s[x + j + 1, ch]
-                                a2 += wj * s[x + j + 2, ch]
-                                a3 += wj * s[x + j + 3, ch]
-                            o[x, ch], o[x + 1, ch], o[x + 2, ch], o[x + 3, ch] = a0, a1, a2, a3
+                            _taps_into_block(o, s, wi, x, jb, JB)
+                        _taps_into_block(o, s, wi, x, k_main, k_rest)  # the last k % JB taps
                         x += XB
                     for xr in range(x, wo):  # the last wo % XB outputs
                         ox = o[xr]
@@ -143,27 +162,9 @@ def _make_weight_grad(k: int) -> Callable[..., np.ndarray]:
                             for x in range(0, x_main, XB):
                                 if x + jb + XB + JB - 2 < offset or x + jb >= offset + ws:
                                     continue  # every tap of the block reads padding
-                                for ch in range(c):
-                                    e0, e1, e2, e3 = d[x, ch], d[x + 1, ch], d[x + 2, ch], d[x + 3, ch]
-                                    for jj in range(JB):
-                                        j = jb + jj
-                                        a = ai[j, ch]
-                                        a += e0 * s[x + j, ch]
-                                        a += e1 * s[x + j + 1, ch]
-                                        a += e2 * s[x + j + 2, ch]
-                                        a += e3 * s[x + j + 3, ch]
-                                        ai[j, ch] = a
+                                _taps_from_block(ai, d, s, x, jb, JB)
                         for x in range(0, x_main, XB):
-                            for ch in range(c):
-                                e0, e1, e2, e3 = d[x, ch], d[x + 1, ch], d[x + 2, ch], d[x + 3, ch]
-                                for jj in range(k_rest):
-                                    j = k_main + jj
-                                    a = ai[j, ch]
-                                    a += e0 * s[x + j, ch]
-                                    a += e1 * s[x + j + 1, ch]
-                                    a += e2 * s[x + j + 2, ch]
-                                    a += e3 * s[x + j + 3, ch]
-                                    ai[j, ch] = a
+                            _taps_from_block(ai, d, s, x, k_main, k_rest)  # the last k % JB taps
                         for xr in range(x_main, wo):
                             dx_ = d[xr]
                             for j in range(k):
