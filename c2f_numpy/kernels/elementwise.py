@@ -7,9 +7,12 @@ one thread, so results do not depend on the thread count.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.extending import overload
 
 _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
@@ -95,16 +98,14 @@ def layer_norm_rows_backward(dout: np.ndarray, xhat: np.ndarray, rstd: np.ndarra
 def gelu_flat(x: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover
     """y = x * Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2 (the exact form, accurate for x < 0). float64."""
     for i in prange(x.size):
-        v = x[i]
-        y[i] = 0.5 * v * math.erfc(-v * _SQRT_HALF)
+        y[i] = _gelu_f64(x[i])
 
 
 @njit(parallel=True, cache=True)
 def gelu_flat_backward(x: np.ndarray, dout: np.ndarray, dx: np.ndarray) -> None:  # pragma: no cover
     """dx = dout * (Phi(x) + x * phi(x)). float64."""
     for i in prange(x.size):
-        v = x[i]
-        dx[i] = dout[i] * (0.5 * math.erfc(-v * _SQRT_HALF) + v * _INV_SQRT_2PI * math.exp(-0.5 * v * v))
+        dx[i] = dout[i] * _gelu_grad_f64(x[i])
 
 
 @njit(inline="always", fastmath={"contract"})
@@ -127,26 +128,135 @@ def _phi_small_side_f32(v: np.float32) -> tuple[np.float32, np.float32]:  # prag
     return t * (g0 + t * (g1 + t * (g2 + t * (g3 + t * (g4 + t * g5))))) * e, e
 
 
+@njit(inline="always", fastmath={"contract"})
+def _gelu_f32(v: np.float32) -> np.float32:  # pragma: no cover
+    """float32 GELU: x * Phi(x) (x - x * Phi(-x) for x > 0); one exit, so the loops calling it vectorize."""
+    q = _phi_small_side_f32(v)[0]
+    out = v * q if v <= _F32_ZERO else v - v * q
+    if abs(v) > _F32_GELU_CUT:  # a select, not a branch, once vectorized
+        out = v if v > _F32_ZERO else _F32_NZERO
+    return out
+
+
+@njit(inline="always", fastmath={"contract"})
+def _gelu_grad_f32(v: np.float32) -> np.float32:  # pragma: no cover
+    """float32 GELU'(x) = Phi(x) + x * phi(x), phi from the same exponential."""
+    q, e = _phi_small_side_f32(v)
+    xphi = v * _F32_INV_SQRT_2PI * e
+    d = q + xphi if v <= _F32_ZERO else (_F32_ONE - q) + xphi
+    if abs(v) > _F32_GELU_CUT:
+        d = _F32_ONE if v > _F32_ZERO else _F32_ZERO
+    return d
+
+
+@njit(inline="always")
+def _gelu_f64(v: float) -> float:  # pragma: no cover
+    return 0.5 * v * math.erfc(-v * _SQRT_HALF)
+
+
+@njit(inline="always")
+def _gelu_grad_f64(v: float) -> float:  # pragma: no cover
+    return 0.5 * math.erfc(-v * _SQRT_HALF) + v * _INV_SQRT_2PI * math.exp(-0.5 * v * v)
+
+
+def gelu_scalar(v: float) -> float:  # pragma: no cover
+    """GELU of one value inside a Numba kernel: the float32 form above or the float64 erfc form, by type."""
+    raise NotImplementedError("gelu_scalar is for Numba kernels only")
+
+
+def gelu_grad_scalar(v: float) -> float:  # pragma: no cover
+    """GELU'(v) inside a Numba kernel, by type like :func:`gelu_scalar`."""
+    raise NotImplementedError("gelu_grad_scalar is for Numba kernels only")
+
+
+def _dispatch_on_float_type(stub: Callable[[float], float], f32: Any, f64: Any) -> None:
+    """Implement ``stub`` inside Numba kernels as ``f32`` for float32 arguments and ``f64`` otherwise."""
+
+    # (Numba requires the implementations' signatures, annotations included, to equal the typing function's.)
+    @overload(stub, inline="always")
+    def typing(v: Any) -> Callable[[Any], Any]:  # pragma: no cover
+        def on_f32(v: Any) -> Any:
+            return f32(v)
+
+        def on_f64(v: Any) -> Any:
+            return f64(v)
+
+        return on_f32 if v == types.float32 else on_f64
+
+
+_dispatch_on_float_type(gelu_scalar, _gelu_f32, _gelu_f64)
+_dispatch_on_float_type(gelu_grad_scalar, _gelu_grad_f32, _gelu_grad_f64)
+
+
 @njit(parallel=True, fastmath={"contract"}, cache=True)
 def gelu_flat_approx(x: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover
     """float32 GELU forward: x * Phi(x) (x - x * Phi(-x) for x > 0), vectorized (see above)."""
     for i in prange(x.size):
-        v = x[i]
-        q = _phi_small_side_f32(v)[0]
-        out = v * q if v <= _F32_ZERO else v - v * q
-        if abs(v) > _F32_GELU_CUT:  # a select, not a branch, once vectorized
-            out = v if v > _F32_ZERO else _F32_NZERO
-        y[i] = out
+        y[i] = _gelu_f32(x[i])
 
 
 @njit(parallel=True, fastmath={"contract"}, cache=True)
 def gelu_flat_approx_backward(x: np.ndarray, dout: np.ndarray, dx: np.ndarray) -> None:  # pragma: no cover
     """float32 GELU backward: dout * (Phi(x) + x * phi(x)), phi from the same exponential (see above)."""
     for i in prange(x.size):
-        v = x[i]
-        q, e = _phi_small_side_f32(v)
-        xphi = v * _F32_INV_SQRT_2PI * e
-        d = q + xphi if v <= _F32_ZERO else (_F32_ONE - q) + xphi
-        if abs(v) > _F32_GELU_CUT:
-            d = _F32_ONE if v > _F32_ZERO else _F32_ZERO
-        dx[i] = dout[i] * d
+        dx[i] = dout[i] * _gelu_grad_f32(x[i])
+
+
+# ------------------------------------------------------------------------------------ fused elementwise passes
+# Each is one parallel pass over memory where NumPy (single-threaded) would make two or three: a bias add and the
+# GELU after a 1x1 convolution, the positional residual's GELU and add, the ConvMod product and its two
+# gradients. float32 and float64 alike (gelu_scalar picks the form by type).
+
+
+@njit(parallel=True, cache=True)
+def add_bias_rows(x: np.ndarray, b: np.ndarray) -> None:  # pragma: no cover
+    """In place, x (M, C) += b (C,)."""
+    m, c = x.shape
+    for r in prange(m):
+        xr = x[r]
+        for ch in range(c):
+            xr[ch] += b[ch]
+
+
+@njit(parallel=True, fastmath={"contract"}, cache=True)
+def bias_gelu_rows(h: np.ndarray, b: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover
+    """y = GELU(h + b), h and y (M, C), b (C,)."""
+    m, c = h.shape
+    for r in prange(m):
+        hr, yr = h[r], y[r]
+        for ch in range(c):
+            yr[ch] = gelu_scalar(hr[ch] + b[ch])
+
+
+@njit(parallel=True, fastmath={"contract"}, cache=True)
+def bias_gelu_rows_backward(h: np.ndarray, b: np.ndarray, dy: np.ndarray, dh: np.ndarray) -> None:  # pragma: no cover
+    """dh = dy * GELU'(h + b)."""
+    m, c = h.shape
+    for r in prange(m):
+        hr, dyr, dhr = h[r], dy[r], dh[r]
+        for ch in range(c):
+            dhr[ch] = dyr[ch] * gelu_grad_scalar(hr[ch] + b[ch])
+
+
+@njit(parallel=True, fastmath={"contract"}, cache=True)
+def gelu_add_flat(p: np.ndarray, r: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover
+    """y = r + GELU(p), flat arrays of one size."""
+    for i in prange(p.size):
+        y[i] = r[i] + gelu_scalar(p[i])
+
+
+@njit(parallel=True, cache=True)
+def mul_flat(a: np.ndarray, v: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
+    """out = a * v."""
+    for i in prange(a.size):
+        out[i] = a[i] * v[i]
+
+
+@njit(parallel=True, cache=True)
+def mul_flat_backward(dm: np.ndarray, a: np.ndarray, v: np.ndarray, da: np.ndarray,
+                      dv: np.ndarray) -> None:  # pragma: no cover  # fmt: skip
+    """The product rule of m = a * v in one pass: da = dm * v, dv = dm * a."""
+    for i in prange(dm.size):
+        d = dm[i]
+        da[i] = d * v[i]
+        dv[i] = d * a[i]

@@ -23,19 +23,33 @@ import numpy as np
 
 from .. import ops
 from ..ops import mlp, modulation
-from ..ops.checks import OpInputError, as_pair, check_array, check_grad_out, check_optional, check_param
+from ..ops.checks import (
+    OpInputError,
+    as_pair,
+    check_array,
+    check_grad_out,
+    check_optional,
+    check_param,
+    check_same_size_depthwise,
+)
 from ..ops.conv import Padding, conv_output_size, resolve_padding
 from ..ops.norm import BatchNormStats, update_running_stats
 from .channels import batch_norm_rows, batch_norm_rows_backward, channel_dot_sums, channel_mean_var, channel_sums
 from .dense import gather_taps, scatter_add_taps
 from .depthwise import depthwise_backward, depthwise_forward
 from .elementwise import (
+    add_bias_rows,
+    bias_gelu_rows,
+    bias_gelu_rows_backward,
+    gelu_add_flat,
     gelu_flat,
     gelu_flat_approx,
     gelu_flat_approx_backward,
     gelu_flat_backward,
     layer_norm_rows,
     layer_norm_rows_backward,
+    mul_flat,
+    mul_flat_backward,
 )
 
 NHWC = "(N, H, W, C)"
@@ -238,7 +252,7 @@ def conv1x1_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -
     b = check_optional(op, "b", b, (co,), x.dtype, "(C_out,)")
     out = x.reshape(-1, ci) @ w.reshape(co, ci).T
     if b is not None:
-        out += b
+        add_bias_rows(out, b)
     return out.reshape(*x.shape[:3], co), Conv1x1Cache(x, w, b is not None)
 
 
@@ -250,6 +264,44 @@ def conv1x1_backward(dout: np.ndarray, cache: Conv1x1Cache) -> tuple[np.ndarray,
     dx = (d2 @ w.reshape(co, ci)).reshape(x.shape)
     dw = (d2.T @ x.reshape(-1, ci)).reshape(w.shape)
     return dx, dw, (channel_sums(d2) if cache.has_bias else None)
+
+
+@dataclass(frozen=True)
+class Conv1x1GeluCache:
+    conv: Conv1x1Cache  # without bias: the bias is added in the GELU pass
+    h: np.ndarray  # x @ W (N, H, W, C_out), before the bias
+    b: np.ndarray | None
+
+    @property
+    def pre_activation(self) -> np.ndarray:
+        """Conv1x1(x) + b, the GELU's input (computed on demand: only an observer asks for it)."""
+        return self.h if self.b is None else self.h + self.b
+
+
+def conv1x1_gelu_forward(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None
+) -> tuple[np.ndarray, Conv1x1GeluCache]:
+    """GELU(Conv1x1(x) + b): the GEMM, then bias and GELU in one pass. The biased pre-activation is never
+    stored; the backward adds the bias again inside its own pass (two memory streams here instead of four)."""
+    h, conv = conv1x1_forward(x, w, None)
+    co = h.shape[-1]
+    b = check_optional("conv1x1_gelu (nhwc)", "b", b, (co,), x.dtype, "(C_out,)")
+    y = np.empty_like(h)
+    bias_gelu_rows(h.reshape(-1, co), np.zeros(co, h.dtype) if b is None else b, y.reshape(-1, co))
+    return y, Conv1x1GeluCache(conv, h, b)
+
+
+def conv1x1_gelu_backward(
+    dout: np.ndarray, cache: Conv1x1GeluCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    h, b = cache.h, cache.b
+    co = h.shape[-1]
+    dout = check_grad_out("conv1x1_gelu (nhwc)", dout, h.shape, h.dtype)
+    dh = np.empty_like(h)
+    bias_gelu_rows_backward(h.reshape(-1, co), np.zeros(co, h.dtype) if b is None else b, dout.reshape(-1, co),
+                            dh.reshape(-1, co))  # fmt: skip
+    dx, dw, _ = conv1x1_backward(dh, cache.conv)
+    return dx, dw, (channel_sums(dh.reshape(-1, co)) if b is not None else None)
 
 
 # --------------------------------------------------------------------------------------------- norms, activations
@@ -405,6 +457,27 @@ def global_avg_pool_backward(dout: np.ndarray, cache: GlobalAvgPoolCache) -> np.
     return dx
 
 
+def modulate_forward(a: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, modulation.ModulateCache]:
+    """m = a * v, one parallel pass."""
+    op = "modulate (nhwc)"
+    a = check_array(op, "a", a)
+    v = check_array(op, "v", v, dtype=a.dtype)
+    if a.shape != v.shape:
+        raise OpInputError(f"{op}: a and v must have the same shape, got {a.shape} and {v.shape}")
+    m = np.empty_like(a)
+    mul_flat(a.reshape(-1), v.reshape(-1), m.reshape(-1))
+    return m, modulation.ModulateCache(a, v)
+
+
+def modulate_backward(dm: np.ndarray, cache: modulation.ModulateCache) -> tuple[np.ndarray, np.ndarray]:
+    """(da, dv) = (dm * v, dm * a) in one pass."""
+    a, v = cache.a, cache.v
+    dm = check_grad_out("modulate (nhwc)", dm, a.shape, a.dtype)
+    da, dv = np.empty_like(a), np.empty_like(v)
+    mul_flat_backward(dm.reshape(-1), a.reshape(-1), v.reshape(-1), da.reshape(-1), dv.reshape(-1))
+    return da, dv
+
+
 # --------------------------------------------------------------------------------------------- composites
 # The compositions are the teaching copy's own (written once), run over this namespace's ops.
 _THIS = sys.modules[__name__]
@@ -421,7 +494,15 @@ def convmod_backward(dout: np.ndarray, cache: modulation.ConvModCache) -> tuple[
 
 
 def pos_residual_forward(h: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, mlp.PosResidualCache]:
-    return mlp.pos_residual_forward(h, w, b, _THIS)
+    """h + GELU(DWConv(h)): the depthwise kernel, then GELU and the residual add in one pass. The backward is
+    the teaching composite's over the fast ops."""
+    op = "pos_residual (nhwc)"
+    h = check_array(op, "h", h, 4, NHWC)
+    k = check_same_size_depthwise(op, "w", w, h.shape[-1])
+    p, conv = conv2d_forward(h, w, b, padding=k // 2, groups=h.shape[-1])
+    out = np.empty_like(h)
+    gelu_add_flat(p.reshape(-1), h.reshape(-1), out.reshape(-1))
+    return out, mlp.PosResidualCache(conv, GeluCache(p, "none", None))
 
 
 def pos_residual_backward(

@@ -85,8 +85,9 @@ class SpatialAttention(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
         out, c = self.F.convmod_forward(x, self._param_arrays())
         self._cache = c
-        for child, value in ((self.norm, c.att0.x), (self.att[0], c.act.x), (self.att[1], c.att2.x),
-                             (self.att[2], c.a), (self.att, c.a), (self.v, c.v), (self.proj, out)):  # fmt: skip
+        emitted = ((self.norm, c.att0.conv.x), (self.att[0], lambda: c.att0.pre_activation), (self.att[1], c.att2.x),
+                   (self.att[2], c.mod.a), (self.att, c.mod.a), (self.v, c.mod.v), (self.proj, out))  # fmt: skip
+        for child, value in emitted:
             emit(child, value)  # the children's outputs, for an observer (a no-op otherwise)
         return out
 
@@ -117,7 +118,9 @@ class MLP(Module):
     def forward(self, x: np.ndarray) -> np.ndarray:
         out, c = self.F.mlp_forward(x, self._param_arrays())
         self._cache = c
-        for child, value in ((self.norm, c.fc1.x), (self.fc1, c.act.x), (self.pos, c.pos.act.x), (self.fc2, out)):
+        emitted = ((self.norm, c.fc1.conv.x), (self.fc1, lambda: c.fc1.pre_activation), (self.pos, c.pos.act.x),
+                   (self.fc2, out))  # fmt: skip
+        for child, value in emitted:
             emit(child, value)  # the children's outputs (pos: the conv, before its GELU and the residual)
         return out
 

@@ -45,13 +45,16 @@ def observe(model: Module, observer: Observer) -> Iterator[None]:
         _observation = previous
 
 
-def emit(module: Module, output: np.ndarray) -> None:
-    """Report ``module``'s output to the active observer, if any (always in NCHW, whatever the backend)."""
+def emit(module: Module, output: np.ndarray | Callable[[], np.ndarray]) -> None:
+    """Report ``module``'s output to the active observer, if any (always in NCHW, whatever the backend).
+
+    ``output`` may be a function returning it, for a value that is computed only when someone observes."""
     if _observation is not None:
         names, observer = _observation
         name = names.get(id(module))
         if name is not None:
-            observer(name, output.transpose(0, 3, 1, 2) if module.layout == "NHWC" and output.ndim == 4 else output)
+            out = output() if callable(output) else output
+            observer(name, out.transpose(0, 3, 1, 2) if module.layout == "NHWC" and out.ndim == 4 else out)
 
 
 class Parameter:

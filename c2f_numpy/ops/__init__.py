@@ -9,6 +9,8 @@ from .checks import OpDTypeError, OpInputError
 from .conv import (
     conv1x1_backward,
     conv1x1_forward,
+    conv1x1_gelu_backward,
+    conv1x1_gelu_forward,
     conv2d_backward,
     conv2d_forward,
     linear_backward,
@@ -16,7 +18,7 @@ from .conv import (
 )
 from .loss import cross_entropy_backward, cross_entropy_forward
 from .mlp import MLP_KEYS, mlp_backward, mlp_forward, pos_residual_backward, pos_residual_forward
-from .modulation import CONVMOD_KEYS, convmod_backward, convmod_forward
+from .modulation import CONVMOD_KEYS, convmod_backward, convmod_forward, modulate_backward, modulate_forward
 from .norm import (
     BatchNormStats,
     batch_norm2d_backward,
@@ -41,6 +43,8 @@ __all__ = [
     "batch_norm2d_forward",
     "conv1x1_backward",
     "conv1x1_forward",
+    "conv1x1_gelu_backward",
+    "conv1x1_gelu_forward",
     "conv2d_backward",
     "conv2d_forward",
     "convmod_backward",
@@ -61,6 +65,8 @@ __all__ = [
     "linear_forward",
     "mlp_backward",
     "mlp_forward",
+    "modulate_backward",
+    "modulate_forward",
     "pos_residual_backward",
     "pos_residual_forward",
 ]

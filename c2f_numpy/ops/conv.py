@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .activation import GeluCache, gelu_backward, gelu_forward
 from .checks import OpInputError, as_pair, check_array, check_grad_out, check_optional
 
 Padding = int | Sequence[int] | str
@@ -222,6 +223,36 @@ def conv1x1_backward(dout: np.ndarray, cache: Conv1x1Cache) -> tuple[np.ndarray,
     dw = np.tensordot(d3, x.reshape(n, c, h * wd), axes=([0, 2], [0, 2]))  # one GEMM over (n, pixel)
     db = d3.sum(axis=(0, 2)) if cache.has_bias else None
     return dx, dw.reshape(w.shape), db
+
+
+@dataclass(frozen=True)
+class Conv1x1GeluCache:
+    conv: Conv1x1Cache
+    act: GeluCache
+
+    @property
+    def pre_activation(self) -> np.ndarray:
+        """Conv1x1(x) + b, the GELU's input (what an observer records as the conv's output)."""
+        return self.act.x
+
+
+def conv1x1_gelu_forward(
+    x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None
+) -> tuple[np.ndarray, Conv1x1GeluCache]:
+    """GELU(Conv1x1(x) + b), the first layer of both Conv2Former branches (attn.att.0 and mlp.fc1).
+
+    Here simply the two ops; one op so that the fast copy can add the bias and apply GELU in one pass.
+    """
+    h, conv = conv1x1_forward(x, w, b)
+    y, act = gelu_forward(h)
+    return y, Conv1x1GeluCache(conv, act)
+
+
+def conv1x1_gelu_backward(
+    dout: np.ndarray, cache: Conv1x1GeluCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Returns (dx, dw, db): GELU's backward, then the convolution's."""
+    return conv1x1_backward(gelu_backward(dout, cache.act), cache.conv)
 
 
 @dataclass(frozen=True)

@@ -69,8 +69,7 @@ def pos_residual_backward(
 class MlpCache:
     # the caches of the namespace's own ops (teaching or fast copy)
     norm: Any
-    fc1: Any
-    act: Any
+    fc1: Any  # the 1x1 conv and its GELU, one op
     pos: PosResidualCache
     fc2: Any
 
@@ -85,11 +84,10 @@ def mlp_forward(x: np.ndarray, params: Mapping[str, np.ndarray], F: Any = None) 
     check_param_keys(op, params, MLP_KEYS)
     p = params
     n_, ln = F.layer_norm_forward(x, p["norm.weight"], p["norm.bias"], LN_EPS)
-    h, c1 = F.conv1x1_forward(n_, p["fc1.weight"], p["fc1.bias"])
-    h, act = F.gelu_forward(h)
-    h, pos = pos_residual_forward(h, p["pos.weight"], p["pos.bias"], F)
+    h, c1 = F.conv1x1_gelu_forward(n_, p["fc1.weight"], p["fc1.bias"])
+    h, pos = F.pos_residual_forward(h, p["pos.weight"], p["pos.bias"])
     out, c2 = F.conv1x1_forward(h, p["fc2.weight"], p["fc2.bias"])
-    return out, MlpCache(ln, c1, act, pos, c2)
+    return out, MlpCache(ln, c1, pos, c2)
 
 
 def mlp_backward(dout: np.ndarray, cache: MlpCache, F: Any = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -97,8 +95,7 @@ def mlp_backward(dout: np.ndarray, cache: MlpCache, F: Any = None) -> tuple[np.n
     F = namespace(F)
     grads: dict[str, np.ndarray] = {}
     dh, grads["fc2.weight"], grads["fc2.bias"] = with_bias(F.conv1x1_backward(dout, cache.fc2))
-    dh, grads["pos.weight"], grads["pos.bias"] = with_bias(pos_residual_backward(dh, cache.pos, F))
-    dh = F.gelu_backward(dh, cache.act)
-    dn, grads["fc1.weight"], grads["fc1.bias"] = with_bias(F.conv1x1_backward(dh, cache.fc1))
+    dh, grads["pos.weight"], grads["pos.bias"] = with_bias(F.pos_residual_backward(dh, cache.pos))
+    dn, grads["fc1.weight"], grads["fc1.bias"] = with_bias(F.conv1x1_gelu_backward(dh, cache.fc1))
     dx, grads["norm.weight"], grads["norm.bias"] = F.layer_norm_backward(dn, cache.norm)
     return dx, {k: grads[k] for k in MLP_KEYS}

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .checks import check_array, check_same_size_depthwise
+from .checks import OpInputError, check_array, check_grad_out, check_same_size_depthwise
 from .composite import check_param_keys, namespace, with_bias
 
 CONVMOD_KEYS = (
@@ -39,16 +39,36 @@ LN_EPS = 1e-6
 
 
 @dataclass(frozen=True)
+class ModulateCache:
+    a: np.ndarray
+    v: np.ndarray
+
+
+def modulate_forward(a: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, ModulateCache]:
+    """The modulation m = a * v (elementwise; a and v of one shape and dtype, any layout)."""
+    op = "modulate"
+    a = check_array(op, "a", a)
+    v = check_array(op, "v", v, dtype=a.dtype)
+    if a.shape != v.shape:
+        raise OpInputError(f"{op}: a and v must have the same shape, got {a.shape} and {v.shape}")
+    return a * v, ModulateCache(a, v)
+
+
+def modulate_backward(dm: np.ndarray, cache: ModulateCache) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (da, dv) = (dm * v, dm * a)."""
+    dm = check_grad_out("modulate", dm, cache.a.shape, cache.a.dtype)
+    return dm * cache.v, dm * cache.a
+
+
+@dataclass(frozen=True)
 class ConvModCache:
     # the caches of the namespace's own ops (teaching or fast copy)
     norm: Any
-    att0: Any
-    act: Any
+    att0: Any  # the 1x1 conv and its GELU, one op
     att2: Any
     v_conv: Any
+    mod: ModulateCache
     proj: Any
-    a: np.ndarray
-    v: np.ndarray
 
 
 def convmod_forward(x: np.ndarray, params: Mapping[str, np.ndarray], F: Any = None) -> tuple[np.ndarray, ConvModCache]:
@@ -66,12 +86,12 @@ def convmod_forward(x: np.ndarray, params: Mapping[str, np.ndarray], F: Any = No
     k = check_same_size_depthwise(op, "att.2.weight", params["att.2.weight"], c)
     p = params
     n_, ln = F.layer_norm_forward(x, p["norm.weight"], p["norm.bias"], LN_EPS)
-    h, c0 = F.conv1x1_forward(n_, p["att.0.weight"], p["att.0.bias"])
-    g, act = F.gelu_forward(h)
+    g, c0 = F.conv1x1_gelu_forward(n_, p["att.0.weight"], p["att.0.bias"])
     a, c2 = F.conv2d_forward(g, p["att.2.weight"], p["att.2.bias"], padding=k // 2, groups=c)
     v, cv = F.conv1x1_forward(n_, p["v.weight"], p["v.bias"])
-    out, cp = F.conv1x1_forward(a * v, p["proj.weight"], p["proj.bias"])
-    return out, ConvModCache(ln, c0, act, c2, cv, cp, a, v)
+    m, cm = F.modulate_forward(a, v)
+    out, cp = F.conv1x1_forward(m, p["proj.weight"], p["proj.bias"])
+    return out, ConvModCache(ln, c0, c2, cv, cm, cp)
 
 
 def convmod_backward(dout: np.ndarray, cache: ConvModCache, F: Any = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -79,10 +99,9 @@ def convmod_backward(dout: np.ndarray, cache: ConvModCache, F: Any = None) -> tu
     F = namespace(F)
     grads: dict[str, np.ndarray] = {}
     dm, grads["proj.weight"], grads["proj.bias"] = with_bias(F.conv1x1_backward(dout, cache.proj))
-    da, dv = dm * cache.v, dm * cache.a
+    da, dv = F.modulate_backward(dm, cache.mod)
     dn_v, grads["v.weight"], grads["v.bias"] = with_bias(F.conv1x1_backward(dv, cache.v_conv))
     dg, grads["att.2.weight"], grads["att.2.bias"] = with_bias(F.conv2d_backward(da, cache.att2))
-    dh = F.gelu_backward(dg, cache.act)
-    dn_a, grads["att.0.weight"], grads["att.0.bias"] = with_bias(F.conv1x1_backward(dh, cache.att0))
+    dn_a, grads["att.0.weight"], grads["att.0.bias"] = with_bias(F.conv1x1_gelu_backward(dg, cache.att0))
     dx, grads["norm.weight"], grads["norm.bias"] = F.layer_norm_backward(dn_a + dn_v, cache.norm)
     return dx, {k: grads[k] for k in CONVMOD_KEYS}

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..data import DATASETS, DataError
 from ..io import CheckpointError
+from ..kernels.allocator import retain_freed_memory
 from ..models import ALL_VARIANTS
 from .loop import LAST, TrainConfig, Trainer, TrainingDiverged
 
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    retain_freed_memory()  # every step allocates the same tensors: keep the freed ones for the next (see there)
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     try:
         if args.resume:

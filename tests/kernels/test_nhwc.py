@@ -22,7 +22,8 @@ from ..ops.cases import CASES, EDGE_CASES, OpCase, Problem, conv2d_problem
 
 # ops with a channels-last twin, and which inputs are activations (moved to NHWC); weights keep their layout
 ACTIVATIONS = {
-    "conv2d": ("x",), "conv1x1": ("x",), "layer_norm": ("x",), "batch_norm2d": ("x",), "gelu": (),
+    "conv2d": ("x",), "conv1x1": ("x",), "conv1x1_gelu": ("x",), "layer_norm": ("x",), "batch_norm2d": ("x",),
+    "gelu": (), "modulate": ("a", "v"),
     "layer_scale": ("x",), "global_avg_pool": ("x",), "convmod": ("x",), "pos_residual": ("h",), "mlp": ("x",),
 }  # fmt: skip
 

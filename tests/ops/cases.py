@@ -205,6 +205,15 @@ def _torch_conv1x1(t: dict[str, torch.Tensor], p: Problem) -> torch.Tensor:
     return F.conv2d(t["x"], w.reshape(w.shape[0], w.shape[1], 1, 1), t.get("b"))
 
 
+def _run_conv1x1_gelu(p: Problem, F: Any = ops) -> tuple[Array, Backward]:
+    out, cache = F.conv1x1_gelu_forward(p.arrays["x"], p.arrays["w"], p.arrays.get("b"))
+
+    def backward(dout: Array) -> Grads:
+        return _xwb(*F.conv1x1_gelu_backward(dout, cache))
+
+    return out, backward
+
+
 @st.composite
 def linear_problems(draw: st.DrawFn) -> Problem:
     rng = _rng(draw)
@@ -319,6 +328,23 @@ def gelu_problems(draw: st.DrawFn) -> Problem:
 def _run_gelu(p: Problem, F: Any = ops) -> tuple[Array, Backward]:
     out, cache = F.gelu_forward(p.arrays["x"], **p.kwargs)
     return out, lambda dout: {"x": F.gelu_backward(dout, cache)}
+
+
+@st.composite
+def modulate_problems(draw: st.DrawFn) -> Problem:
+    rng = _rng(draw)
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 5)), draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+    return Problem({"a": _normal(rng, *shape), "v": _normal(rng, *shape)})
+
+
+def _run_modulate(p: Problem, F: Any = ops) -> tuple[Array, Backward]:
+    out, cache = F.modulate_forward(p.arrays["a"], p.arrays["v"])
+
+    def backward(dout: Array) -> Grads:
+        da, dv = F.modulate_backward(dout, cache)
+        return {"a": da, "v": dv}
+
+    return out, backward
 
 
 @st.composite
@@ -516,6 +542,10 @@ CASES = (
         "conv1x1", conv1x1_problems(), _run_conv1x1, _torch_conv1x1,
         (("batch1_channel1_1x1", Problem({"x": _normal(E2, 1, 1, 1, 1), "w": _normal(E2, 3, 1, 1, 1)})),),
     ),
+    OpCase(
+        "conv1x1_gelu", conv1x1_problems(), _run_conv1x1_gelu, lambda t, p: F.gelu(_torch_conv1x1(t, p)),
+        (("batch1_channel1_1x1", Problem({"x": _normal(E2, 1, 1, 1, 1), "w": _normal(E2, 3, 1, 1, 1)})),),
+    ),
     OpCase("linear", linear_problems(), _run_linear, lambda t, p: F.linear(t["x"], t["w"], t.get("b"))),
     OpCase("layer_norm", layer_norm_problems(), _run_layer_norm, _torch_layer_norm),
     OpCase(
@@ -525,6 +555,7 @@ CASES = (
          ("cumulative_momentum", batch_norm_problem(E2, 2, 2, 2, 3, True, momentum=None))),
     ),
     OpCase("gelu", gelu_problems(), _run_gelu, lambda t, p: F.gelu(t["x"], approximate=p.kwargs["approximate"])),
+    OpCase("modulate", modulate_problems(), _run_modulate, lambda t, p: t["a"] * t["v"]),
     OpCase("layer_scale", layer_scale_problems(), _run_layer_scale, _torch_layer_scale),
     OpCase("drop_path", drop_path_problems(), _run_drop_path, _torch_drop_path),
     OpCase("global_avg_pool", pool_problems(), _run_pool, lambda t, p: t["x"].mean(dim=(2, 3))),

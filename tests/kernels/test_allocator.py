@@ -1,0 +1,44 @@
+"""retain_freed_memory: a step's freed buffers are reused by the next step instead of being page-faulted in again.
+
+Run in a child process: the setting is process-wide and must not leak into the rest of the test session.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+CHILD = """
+import resource, sys
+import numpy as np
+from c2f_numpy.kernels.allocator import retain_freed_memory
+
+def faults_of_a_step():  # a "step": eight 16 MB tensors alive at once, touched, then all freed
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    tensors = [np.ones(4 << 20, dtype=np.float32) for _ in range(8)]
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    del tensors
+    return after - before
+
+if sys.argv[1] == "retain":
+    assert retain_freed_memory()
+faults_of_a_step()  # the first step always faults its memory in
+print(min(faults_of_a_step() for _ in range(3)))
+"""
+
+
+def _faults(mode: str) -> int:
+    out = subprocess.run([sys.executable, "-c", CHILD, mode], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[-1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings; Linux only")
+def test_freed_buffers_are_reused_instead_of_faulted_in_again() -> None:
+    tensor_pages = (16 << 20) // 4096
+    default, retained = _faults("default"), _faults("retain")
+    # glibc by default gives the freed top of the heap back to the OS (its trim threshold follows the mmap
+    # threshold, 2 x 16 MB here), so every step faults at least one tensor in again
+    assert default > tensor_pages // 2, f"the default allocator should fault part of the step in ({default} faults)"
+    assert retained < tensor_pages // 20, f"with retain_freed_memory the buffers should be reused ({retained} faults)"
