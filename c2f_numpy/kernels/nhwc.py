@@ -270,12 +270,13 @@ def conv1x1_backward(dout: np.ndarray, cache: Conv1x1Cache) -> tuple[np.ndarray,
 class Conv1x1GeluCache:
     conv: Conv1x1Cache  # without bias: the bias is added in the GELU pass
     h: np.ndarray  # x @ W (N, H, W, C_out), before the bias
-    b: np.ndarray | None
+    b: np.ndarray  # the bias, zeros if the layer has none
+    has_bias: bool
 
     @property
     def pre_activation(self) -> np.ndarray:
         """Conv1x1(x) + b, the GELU's input (computed on demand: only an observer asks for it)."""
-        return self.h if self.b is None else self.h + self.b
+        return self.h + self.b
 
 
 def conv1x1_gelu_forward(
@@ -286,22 +287,22 @@ def conv1x1_gelu_forward(
     h, conv = conv1x1_forward(x, w, None)
     co = h.shape[-1]
     b = check_optional("conv1x1_gelu (nhwc)", "b", b, (co,), x.dtype, "(C_out,)")
+    bias = np.zeros(co, h.dtype) if b is None else b
     y = np.empty_like(h)
-    bias_gelu_rows(h.reshape(-1, co), np.zeros(co, h.dtype) if b is None else b, y.reshape(-1, co))
-    return y, Conv1x1GeluCache(conv, h, b)
+    bias_gelu_rows(h.reshape(-1, co), bias, y.reshape(-1, co))
+    return y, Conv1x1GeluCache(conv, h, bias, b is not None)
 
 
 def conv1x1_gelu_backward(
     dout: np.ndarray, cache: Conv1x1GeluCache
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    h, b = cache.h, cache.b
+    h = cache.h
     co = h.shape[-1]
     dout = check_grad_out("conv1x1_gelu (nhwc)", dout, h.shape, h.dtype)
     dh = np.empty_like(h)
-    bias_gelu_rows_backward(h.reshape(-1, co), np.zeros(co, h.dtype) if b is None else b, dout.reshape(-1, co),
-                            dh.reshape(-1, co))  # fmt: skip
+    bias_gelu_rows_backward(h.reshape(-1, co), cache.b, dout.reshape(-1, co), dh.reshape(-1, co))
     dx, dw, _ = conv1x1_backward(dh, cache.conv)
-    return dx, dw, (channel_sums(dh.reshape(-1, co)) if b is not None else None)
+    return dx, dw, (channel_sums(dh.reshape(-1, co)) if cache.has_bias else None)
 
 
 # --------------------------------------------------------------------------------------------- norms, activations
@@ -461,9 +462,7 @@ def modulate_forward(a: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, modulati
     """m = a * v, one parallel pass."""
     op = "modulate (nhwc)"
     a = check_array(op, "a", a)
-    v = check_array(op, "v", v, dtype=a.dtype)
-    if a.shape != v.shape:
-        raise OpInputError(f"{op}: a and v must have the same shape, got {a.shape} and {v.shape}")
+    v = check_param(op, "v", v, a.shape, a.dtype, "(like a)")
     m = np.empty_like(a)
     mul_flat(a.reshape(-1), v.reshape(-1), m.reshape(-1))
     return m, modulation.ModulateCache(a, v)

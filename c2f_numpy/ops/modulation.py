@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from .checks import OpInputError, check_array, check_grad_out, check_same_size_depthwise
+from .checks import check_array, check_grad_out, check_param, check_same_size_depthwise
 from .composite import check_param_keys, namespace, with_bias
 
 CONVMOD_KEYS = (
@@ -48,9 +48,7 @@ def modulate_forward(a: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, Modulate
     """The modulation m = a * v (elementwise; a and v of one shape and dtype, any layout)."""
     op = "modulate"
     a = check_array(op, "a", a)
-    v = check_array(op, "v", v, dtype=a.dtype)
-    if a.shape != v.shape:
-        raise OpInputError(f"{op}: a and v must have the same shape, got {a.shape} and {v.shape}")
+    v = check_param(op, "v", v, a.shape, a.dtype, "(like a)")
     return a * v, ModulateCache(a, v)
 
 

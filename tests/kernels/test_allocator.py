@@ -1,6 +1,7 @@
 """retain_freed_memory: a step's freed buffers are reused by the next step instead of being page-faulted in again.
 
-Run in a child process: the setting is process-wide and must not leak into the rest of the test session.
+Each measurement runs in a fresh child process: the setting is process-wide (c2f-train's main, which other tests
+call in-process, applies it to the test session too), so only a new process has glibc's defaults to compare with.
 """
 
 from __future__ import annotations

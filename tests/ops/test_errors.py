@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from c2f_numpy import ops
+from c2f_numpy.kernels import nhwc
 from c2f_numpy.ops import OpDTypeError, OpInputError
 
 R = np.random.default_rng(0)
@@ -61,6 +62,10 @@ CASES: list[tuple[str, Callable[[], Any], type[Exception], str]] = [
      r"layer_norm: weight must have shape \(4,\) \(C,\), got \(3,\)"),
     ("layer_scale gamma shape", lambda: ops.layer_scale_forward(X, C4[:2]), OpInputError,
      r"layer_scale: gamma must have shape \(4,\)"),
+    ("modulate v shape", lambda: ops.modulate_forward(X, np.ascontiguousarray(X[:, :3])), OpInputError,
+     r"modulate: v must have shape \(2, 4, 6, 6\) \(like a\), got \(2, 3, 6, 6\)"),
+    ("modulate fast copy v dtype", lambda: nhwc.modulate_forward(X, X.astype(np.float32)), OpDTypeError,
+     r"modulate \(nhwc\): v must have the same dtype as the input \(float64\)"),
     ("batch_norm running_var shape",
      lambda: ops.batch_norm2d_forward(X, C4, C4, ops.BatchNormStats(C4, C4[:3]), training=False), OpInputError,
      r"batch_norm2d: running_var must have shape \(4,\)"),
