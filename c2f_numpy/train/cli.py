@@ -51,6 +51,7 @@ _HELP = {
     "backend": "numba (fast kernels) or numpy (the teaching copy; slow)",
     "checkpoint_every": "also checkpoint every N steps inside an epoch (0 = at epoch ends only)",
     "eval_batch_size": "batch size of the evaluation",
+    "eval_hflip": "also report the test accuracy of each image's and its mirror's logits averaged (one more pass)",
 }
 
 
@@ -77,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name == "hflip":
             recipe.add_argument("--no-hflip", dest="hflip", action="store_false", default=argparse.SUPPRESS,
                                 help="no random horizontal flips")  # fmt: skip
+            continue
+        if f.type in (bool, "bool"):
+            recipe.add_argument(flag, action="store_true", default=argparse.SUPPRESS, help=_HELP[f.name])
             continue
         kind = {"kernel_size": int}.get(f.name, type(f.default))
         choices = {"dataset": None, "model": _MODELS, "optimizer": ["adamw", "sgd"], "dtype": ["float32", "float64"],

@@ -41,7 +41,14 @@ def plot_history(path: Path, history: Sequence[dict[str, Any]], title: str = "")
     ax_loss, ax_acc = fig.subplots(1, 2)
     for key, label in (("train_loss", "train (smoothed targets, augmented)"), ("test_loss", "test")):
         ax_loss.plot(epochs, [row[key] for row in history], marker="o", label=label)
-    for key, label in (("train_acc", "train (augmented)"), ("test_acc", "test"), ("test_acc_ema", "test, EMA")):
+    accuracies = (
+        ("train_acc", "train (augmented)"),
+        ("test_acc", "test"),
+        ("test_acc_ema", "test, EMA"),
+        ("test_acc_hflip", "test, with mirror"),
+        ("test_acc_ema_hflip", "test, EMA with mirror"),
+    )
+    for key, label in accuracies:
         if history and key in history[0]:
             ax_acc.plot(epochs, [row[key] for row in history], marker="o", label=label)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")

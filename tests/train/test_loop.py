@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from c2f_numpy.data import Dataset, write_idx
+from c2f_numpy.data import Dataset, normalize, write_idx
 from c2f_numpy.models import load_model, save_model
+from c2f_numpy.ops import cross_entropy_forward
 from c2f_numpy.train import (
     BEST,
     LAST,
@@ -29,6 +30,7 @@ from c2f_numpy.train import (
     cosine_lr,
     load_checkpoint,
 )
+from c2f_numpy.train.cli import build_parser
 from c2f_numpy.train.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,6 +118,28 @@ def test_run_learns_and_writes_its_files(reference_run: Path) -> None:
     assert (reference_run / BEST).exists()
 
 
+def test_mirror_evaluation_averages_the_logits_of_both_images(tmp_path: Path) -> None:
+    trainer = run(tmp_path, replace(BASE, epochs=1, eval_hflip=True))
+    row = trainer.history[-1]
+    # the toy classes are quadrants, so a mirror image is another class: the averaged logits score differently
+    model, ds = trainer.model, trainer.test_set
+    model.eval()
+    x = normalize(ds.images, ds.mean, ds.std)
+    plain, mirrored = model(x), model(np.ascontiguousarray(x[..., ::-1]))
+    model.train()
+    assert math.isclose(row["test_acc"], 100.0 * np.mean(plain.argmax(axis=1) == ds.labels))
+    assert math.isclose(row["test_acc_hflip"], 100.0 * np.mean(((plain + mirrored) / 2).argmax(axis=1) == ds.labels))
+    for key, logits in (("test_loss", plain), ("test_loss_hflip", (plain + mirrored) / 2)):
+        assert math.isclose(row[key], float(cross_entropy_forward(logits, ds.labels)[0]), rel_tol=1e-5), key
+    assert abs(row["test_loss_hflip"] - row["test_loss"]) > 1e-3  # else this could not tell the two apart
+    assert {"test_acc_ema", "test_acc_ema_hflip", "test_loss_ema_hflip"} <= row.keys()
+    best = max(v for k, v in row.items() if k.startswith("test_acc"))
+    assert json.loads((tmp_path / "summary.json").read_text())["best_acc"] == best
+    assert "test_acc_hflip" in (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert build_parser().parse_args(["--eval-hflip"]).eval_hflip is True  # a flag, not --eval-hflip VALUE
+    assert not hasattr(build_parser().parse_args([]), "eval_hflip")
+
+
 def test_checkpoint_loads_as_model(reference_run: Path, tmp_path: Path) -> None:
     ckpt = load_checkpoint(reference_run / LAST)
     plain, ema = load_model(reference_run / LAST), load_model(reference_run / LAST, weights="ema")
@@ -132,7 +156,6 @@ def test_ema_and_lr_follow_their_formulas(tmp_path: Path) -> None:
     cfg = replace(BASE, epochs=1, drop_path=0.0, clip_grad=0.0)
     t = Trainer(cfg, tmp_path, train_set=make_dataset("train", 48, 0), test_set=make_dataset("test", 20, 1),
                 progress=False, log=lambda _: None)  # fmt: skip
-    ema0 = {k: v.copy() for k, v in t.ema.items()}  # type: ignore[union-attr]
     lrs = []
     for x, y in t.loader:
         t.train_step(x, y)
@@ -142,9 +165,9 @@ def test_ema_and_lr_follow_their_formulas(tmp_path: Path) -> None:
         if t.step == 2:
             break
     w2 = t.model.state_dict()
-    for key in ema0:
-        if np.issubdtype(ema0[key].dtype, np.floating):
-            want = 0.9 * (0.9 * ema0[key] + 0.1 * w1[key]) + 0.1 * w2[key]
+    for key in w2:  # bias-corrected: the initial weights have no share
+        if np.issubdtype(w2[key].dtype, np.floating):
+            want = (0.9 * 0.1 * w1[key] + 0.1 * w2[key]) / (1 - 0.9**2)
             np.testing.assert_allclose(t.ema[key], want, rtol=1e-6, atol=1e-7)  # type: ignore[index]
     assert lrs == [cosine_lr(s, 6, 3e-3, warmup_steps=3, min_lr=1e-5) for s in range(2)]
 
