@@ -39,7 +39,7 @@ _HELP = {
     "drop_path": "stochastic depth rate of the last block (linear from 0 over the blocks)",
     "layer_scale_init": "initial layer scale (official 1e-6)",
     "clip_grad": "clip the global gradient norm to this value (0 = off)",
-    "ema_decay": "keep an EMA of the weights with this decay (0 = off), evaluated too",
+    "ema_decay": "keep a bias-corrected EMA of the weights with this decay (0 = off), evaluated too",
     "crop_padding": "random crop after zero padding by this many pixels (0 = off)",
     "hflip": "random horizontal flips",
     "mixup": "mixup alpha (0 = off)",
