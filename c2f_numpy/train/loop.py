@@ -439,13 +439,13 @@ class Trainer:
         improved = acc > self.best["acc"]
         if improved:
             self.best = {"acc": acc, "epoch": epoch + 1}
-        ema_text = f", EMA {row['test_acc_ema']:.2f}%" if self.ema is not None else ""
+        extra = f", EMA {row['test_acc_ema']:.2f}%" if self.ema is not None else ""
         if self.config.eval_hflip:
-            ema_text += f", with mirror {row['test_acc_hflip']:.2f}%"
-            ema_text += f" (EMA {row['test_acc_ema_hflip']:.2f}%)" if self.ema is not None else ""
+            extra += f", with mirror {row['test_acc_hflip']:.2f}%"
+            extra += f" (EMA {row['test_acc_ema_hflip']:.2f}%)" if self.ema is not None else ""
         self.log(
             f"epoch {epoch + 1}/{self.config.epochs}: train loss {row['train_loss']:.4f} acc {row['train_acc']:.2f}% | "
-            f"test loss {test_loss:.4f} acc {test_acc:.2f}%{ema_text} | {row['img_per_s']:.0f} img/s, "
+            f"test loss {test_loss:.4f} acc {test_acc:.2f}%{extra} | {row['img_per_s']:.0f} img/s, "
             f"wall {row['wall_seconds'] / 60:.1f} min"
         )
         self._save(LAST, row["wall_seconds"])
