@@ -315,17 +315,19 @@ class Trainer:
         labels = targets if targets.ndim == 1 else targets.argmax(axis=1)
         return loss, int((logits.argmax(axis=1) == labels).sum())
 
-    def evaluate(self, weights: dict[str, np.ndarray] | None = None) -> dict[str, float]:
-        """Mean cross-entropy and top-1 accuracy (%) on the test split, in eval mode: ``{"loss", "acc"}``, and
-        with ``eval_hflip`` also ``{"loss_hflip", "acc_hflip"}`` of the logits averaged over each image and its
-        left-right mirror (one more forward pass). ``weights`` (e.g. the EMA) are swapped in for the evaluation
-        and the model's own restored after."""
+    def evaluate(self, weights: dict[str, np.ndarray] | None = None, suffix: str = "") -> dict[str, float]:
+        """Mean cross-entropy and top-1 accuracy (%) on the test split, in eval mode, as the metrics row's
+        ``test_loss{suffix}`` and ``test_acc{suffix}``; with ``eval_hflip`` also ``test_loss{suffix}_hflip`` and
+        ``test_acc{suffix}_hflip`` of the logits averaged over each image and its left-right mirror (one more
+        forward pass). ``weights`` (e.g. the EMA, suffix "_ema") are swapped in for the evaluation and the
+        model's own restored after."""
         model, ds, bs = self.model, self.test_set, self.config.eval_batch_size
         saved = model.state_dict() if weights is not None else None
         if weights is not None:
             model.load_state_dict(weights)
         model.eval()
-        sums = {"loss": 0.0, "acc": 0.0} | ({"loss_hflip": 0.0, "acc_hflip": 0.0} if self.config.eval_hflip else {})
+        views = ("", "_hflip") if self.config.eval_hflip else ("",)
+        sums = {f"test_{kind}{suffix}{view}": 0.0 for view in views for kind in ("loss", "acc")}
         try:
             for start in range(0, len(ds), bs):
                 x = normalize(ds.images[start : start + bs], ds.mean, ds.std).astype(model.dtype, copy=False)
@@ -335,15 +337,15 @@ class Trainer:
                 if self.config.eval_hflip:
                     mirrored = model(np.ascontiguousarray(x[..., ::-1]))
                     outputs["_hflip"] = (logits + mirrored) * logits.dtype.type(0.5)
-                for suffix, out in outputs.items():
+                for view, out in outputs.items():
                     loss, _ = cross_entropy_forward(out, y)
-                    sums["loss" + suffix] += loss * len(y)
-                    sums["acc" + suffix] += int((out.argmax(axis=1) == y).sum())
+                    sums[f"test_loss{suffix}{view}"] += loss * len(y)
+                    sums[f"test_acc{suffix}{view}"] += int((out.argmax(axis=1) == y).sum())
         finally:
             model.train()
             if saved is not None:
                 model.load_state_dict(saved)
-        return {k: (100.0 * v if k.startswith("acc") else v) / len(ds) for k, v in sums.items()}
+        return {k: (100.0 * v if k.startswith("test_acc") else v) / len(ds) for k, v in sums.items()}
 
     # ------------------------------------------------------------------------------------------ the run
     def fit(self) -> Summary:
@@ -414,18 +416,15 @@ class Trainer:
     def _end_epoch(self, epoch: int, wall: Callable[[], float]) -> None:
         p = self.partial
         t0 = time.perf_counter()
-        results = {"": self.evaluate()} | ({"_ema": self.evaluate(self.ema)} if self.ema is not None else {})
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "step": self.step,
             "lr": self.optimizer.lr,
             "train_loss": p["loss_sum"] / p["seen"],
             "train_acc": 100.0 * p["correct"] / p["seen"],
-        }
-        for weights, metrics in results.items():  # test_loss, test_acc, test_loss_hflip, ..., test_acc_ema_hflip
-            for key, value in metrics.items():
-                name, _, tta = key.partition("_")
-                row[f"test_{name}{weights}{'_' + tta if tta else ''}"] = value
+        } | self.evaluate()
+        if self.ema is not None:
+            row |= self.evaluate(self.ema, "_ema")
         test_loss, test_acc = row["test_loss"], row["test_acc"]
         acc = max(v for k, v in row.items() if k.startswith("test_acc"))
         row |= {
