@@ -52,6 +52,8 @@ _HELP = {
     "checkpoint_every": "also checkpoint every N steps inside an epoch (0 = at epoch ends only)",
     "eval_batch_size": "batch size of the evaluation",
     "eval_hflip": "also report the test accuracy of each image's and its mirror's logits averaged (one more pass)",
+    "workers": "processes sharing every batch (data parallel; each runs C2F_NUM_THREADS/workers threads). "
+    "On small maps 2 on 2 cores train ~1.4x faster than 1; BatchNorm then normalises each process's slice",
 }
 
 

@@ -29,13 +29,13 @@ from typing import Any
 
 import numpy as np
 
-from ..data import Augment, BatchLoader, Dataset, load_dataset, normalize
+from ..data import Augment, BatchLoader, Dataset, load_dataset
 from ..io import atomic_write
 from ..models import Conv2Former, create_model, model_config, model_stats
-from ..ops import cross_entropy_backward, cross_entropy_forward
 from .checkpoint import Checkpoint, TrainCheckpointError, load_checkpoint, save_checkpoint
 from .metrics import plot_history, write_history
 from .optim import SGD, AdamW, Optimizer
+from .parallel import DataParallel, eval_sums, shard_forward_backward
 from .schedule import cosine_lr
 
 LAST, BEST = "checkpoint_last.npz", "checkpoint_best.npz"
@@ -77,6 +77,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # steps; 0 = at the end of every epoch only
     eval_batch_size: int = 500
     eval_hflip: bool = False  # also report test-time augmentation: logits of the image and its mirror, averaged
+    workers: int = 1  # processes sharing every batch (data parallel, see parallel.py); 1 = one process
 
     def __post_init__(self) -> None:
         checks: list[tuple[bool, str]] = [
@@ -95,6 +96,8 @@ class TrainConfig:
             (self.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
             (self.dtype in ("float32", "float64"), f"dtype must be 'float32' or 'float64', got {self.dtype!r}"),
             (self.seed >= 0, "seed must be >= 0"),
+            (self.workers >= 1, "workers must be >= 1"),
+            (self.batch_size >= self.workers, f"batch_size must be >= workers ({self.workers})"),
         ]
         for ok, message in checks:
             if not ok:
@@ -212,6 +215,12 @@ class Trainer:
             else SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         )
         self.ema: dict[str, np.ndarray] | None = self.model.state_dict() if cfg.ema_decay else None
+        # Data parallel: the helper processes start with the first step or evaluation (see _parallel); their
+        # drop-path generators' states live here (kept current by DataParallel) so checkpoints can save them.
+        self.parallel: DataParallel | None = None
+        self.worker_rngs: list[dict[str, Any]] = [
+            dict(np.random.default_rng([cfg.seed, 1, rank]).bit_generator.state) for rank in range(1, cfg.workers)
+        ]
 
         self.step = 0
         self.history: list[dict[str, Any]] = []
@@ -228,6 +237,7 @@ class Trainer:
             "step": self.step,
             "loader": self.loader.state_dict(),
             "drop_path_rng": self.model.drop_path_rng.bit_generator.state,
+            "worker_drop_path_rngs": list(self.worker_rngs),
             "partial": dict(self.partial),
             "best": dict(self.best),
             "history": list(self.history),
@@ -258,6 +268,11 @@ class Trainer:
             rng = np.random.Generator(np.random.PCG64())
             rng.bit_generator.state = meta["drop_path_rng"]
             self.model.set_drop_path_rng(rng)
+            if self.config.workers > 1:
+                saved_rngs = meta["worker_drop_path_rngs"]
+                if len(saved_rngs) != self.config.workers - 1:
+                    raise ValueError(f"{len(saved_rngs)} helper generator states for {self.config.workers} workers")
+                self.worker_rngs[:] = saved_rngs
             self.step = int(meta["step"])
             self.partial = dict(meta["partial"])
             self.best = dict(meta["best"])
@@ -282,16 +297,15 @@ class Trainer:
         if targets.ndim == 2 and targets.dtype != model.dtype:
             targets = targets.astype(model.dtype)
         model.zero_grad()
-        # A diverging run overflows somewhere before its loss turns NaN; the check below reports it clearly.
-        with np.errstate(over="ignore", invalid="ignore"):
-            logits = model(x)
-            loss, cache = cross_entropy_forward(logits, targets, cfg.label_smoothing)
+        if cfg.workers > 1:
+            loss, correct = self._parallel().forward_backward(x, targets)
+        else:
+            loss, correct = shard_forward_backward(model, x, targets, cfg.label_smoothing, 1.0)
         if not math.isfinite(loss):
             raise TrainingDiverged(
                 f"loss is {loss} at step {self.step + 1} (epoch {self.loader.epoch + 1}); stopped before the "
                 f"update. {self.out_dir / LAST} is the last good checkpoint. Try a lower --lr or --clip-grad 1.0"
             )
-        model.backward(cross_entropy_backward(1.0, cache))
         if cfg.clip_grad:
             clip_grad_norm([p.grad for _, p in model.named_parameters() if p.grad is not None], cfg.clip_grad)
         self.optimizer.step()
@@ -312,8 +326,25 @@ class Trainer:
                 else:
                     e[...] = value
         self.step += 1
-        labels = targets if targets.ndim == 1 else targets.argmax(axis=1)
-        return loss, int((logits.argmax(axis=1) == labels).sum())
+        return loss, correct
+
+    def _parallel(self) -> DataParallel:
+        if self.parallel is None:
+            cfg = self.config
+            self.parallel = DataParallel(
+                self.model, workers=cfg.workers, batch_size=cfg.batch_size, label_smoothing=cfg.label_smoothing,
+                num_classes=self.train_set.num_classes, test_set=self.test_set, eval_batch_size=cfg.eval_batch_size,
+                eval_hflip=cfg.eval_hflip, rng_states=self.worker_rngs,
+                model_kwargs={"drop_path_rate": cfg.drop_path, "layer_scale_init_value": cfg.layer_scale_init,
+                              "backend": cfg.backend, "seed": cfg.seed},
+            )  # fmt: skip
+        return self.parallel
+
+    def close(self) -> None:
+        """Stop the data-parallel helper processes, if any (``fit`` does this when it returns)."""
+        if self.parallel is not None:
+            self.parallel.close()
+            self.parallel = None
 
     def evaluate(self, weights: dict[str, np.ndarray] | None = None, suffix: str = "") -> dict[str, float]:
         """Mean cross-entropy and top-1 accuracy (%) on the test split, in eval mode, as the metrics row's
@@ -321,35 +352,33 @@ class Trainer:
         ``test_acc{suffix}_hflip`` of the logits averaged over each image and its left-right mirror (one more
         forward pass). ``weights`` (e.g. the EMA, suffix "_ema") are swapped in for the evaluation and the
         model's own restored after."""
-        model, ds, bs = self.model, self.test_set, self.config.eval_batch_size
+        cfg, model, ds = self.config, self.model, self.test_set
         saved = model.state_dict() if weights is not None else None
         if weights is not None:
             model.load_state_dict(weights)
-        model.eval()
-        views = ("", "_hflip") if self.config.eval_hflip else ("",)
-        sums = {f"test_{kind}{suffix}{view}": 0.0 for view in views for kind in ("loss", "acc")}
         try:
-            for start in range(0, len(ds), bs):
-                x = normalize(ds.images[start : start + bs], ds.mean, ds.std).astype(model.dtype, copy=False)
-                y = ds.labels[start : start + bs]
-                logits = model(x)
-                outputs = {"": logits}
-                if self.config.eval_hflip:
-                    mirrored = model(np.ascontiguousarray(x[..., ::-1]))
-                    outputs["_hflip"] = (logits + mirrored) * logits.dtype.type(0.5)
-                for view, out in outputs.items():
-                    loss, _ = cross_entropy_forward(out, y)
-                    sums[f"test_loss{suffix}{view}"] += loss * len(y)
-                    sums[f"test_acc{suffix}{view}"] += int((out.argmax(axis=1) == y).sum())
+            if cfg.workers > 1:
+                sums = self._parallel().evaluate()
+            else:
+                sums = eval_sums(model, ds.images, ds.labels, ds.mean, ds.std, cfg.eval_batch_size, cfg.eval_hflip)
         finally:
-            model.train()
             if saved is not None:
                 model.load_state_dict(saved)
-        return {k: (100.0 * v if k.startswith("test_acc") else v) / len(ds) for k, v in sums.items()}
+        row = {}
+        for key, v in sums.items():  # "loss", "acc", "loss_hflip", "acc_hflip"
+            kind, _, view = key.partition("_")
+            row[f"test_{kind}{suffix}{'_' if view else ''}{view}"] = (100.0 * v if kind == "acc" else v) / len(ds)
+        return row
 
     # ------------------------------------------------------------------------------------------ the run
     def fit(self) -> Summary:
         """Train to the configured number of epochs (or ``stop_after_steps``) and return the summary."""
+        try:
+            return self._fit()
+        finally:
+            self.close()
+
+    def _fit(self) -> Summary:
         tqdm = importlib.import_module("tqdm").tqdm  # through importlib: tqdm ships no type information
 
         cfg = self.config
