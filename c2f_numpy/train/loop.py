@@ -149,7 +149,8 @@ class Trainer:
     must equal ``config`` (pass ``config=None`` to take the checkpoint's). ``train_set`` / ``test_set``
     replace the named data set (tests use small in-memory sets). ``log`` receives the human-readable lines;
     ``progress`` shows tqdm bars. ``stop_after_steps`` ends the run early after that many steps in total, as
-    if killed (for tests and for splitting a run across sessions).
+    if killed (for tests and for splitting a run across sessions). With ``config.workers > 1`` the helper
+    processes start at the first step or evaluation; ``fit`` stops them when it returns, :meth:`close` otherwise.
     """
 
     def __init__(

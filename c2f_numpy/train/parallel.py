@@ -214,6 +214,7 @@ class DataParallel:
         regions, nbytes = _layout(specs)
         shm_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
         fd, path = tempfile.mkstemp(prefix="c2f-train-", suffix=".bin", dir=shm_dir)
+        self._path: str | None = path
         try:
             os.ftruncate(fd, nbytes)
             os.close(fd)
@@ -251,7 +252,8 @@ class DataParallel:
             self.close()
             raise
         finally:
-            Path(path).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # where an open file cannot be unlinked, close() tries again
+                Path(path).unlink(missing_ok=True)
         self._limit_own_threads(threads)
 
     def _limit_own_threads(self, threads: int) -> None:
@@ -355,6 +357,10 @@ class DataParallel:
             if proc.stdout is not None:
                 proc.stdout.close()
         self.procs = []
+        if self._path is not None:
+            with contextlib.suppress(OSError):
+                Path(self._path).unlink(missing_ok=True)
+            self._path = None
         for restore in self._restore_threads:
             restore()
         self._restore_threads = []
