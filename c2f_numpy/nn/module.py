@@ -167,13 +167,15 @@ class Module:
             yield from child._state_items(f"{prefix}{name}.")
 
     # ---------------------------------------------------------------------------------------------- state
+    def state_arrays(self) -> Iterator[tuple[str, np.ndarray]]:
+        """The live arrays of every parameter and buffer (not copies), keyed and ordered as ``state_dict()``:
+        for code that updates or reads the whole state every step (the EMA, data-parallel helpers)."""
+        for key, owner, attr, is_param in self._state_items():
+            yield key, (owner._parameters[attr].data if is_param else owner._buffers[attr])
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of every parameter and buffer, keyed and ordered as PyTorch's ``state_dict()``."""
-        out = {}
-        for key, owner, attr, is_param in self._state_items():
-            value = owner._parameters[attr].data if is_param else owner._buffers[attr]
-            out[key] = value.copy()
-        return out
+        return {key: value.copy() for key, value in self.state_arrays()}
 
     def load_state_dict(self, state_dict: Mapping[str, np.ndarray], strict: bool = True) -> LoadReport:
         """Copy arrays into the parameters and buffers of the same key.

@@ -53,7 +53,7 @@ _HELP = {
     "eval_batch_size": "batch size of the evaluation",
     "eval_hflip": "also report the test accuracy of each image's and its mirror's logits averaged (one more pass)",
     "workers": "processes sharing every batch (data parallel; each runs C2F_NUM_THREADS/workers threads). "
-    "On small maps 2 on 2 cores train ~1.4x faster than 1; BatchNorm then normalises each process's slice",
+    "micro on 2 cores: 1.5x faster with 2 than with 1; BatchNorm then normalises each process's slice",
 }
 
 

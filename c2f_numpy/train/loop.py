@@ -317,9 +317,7 @@ class Trainer:
             # and scored 10% for the first epochs. Written as a per-step decay so the stored EMA is the average.
             t = self.step + 1
             d = 1.0 - (1.0 - cfg.ema_decay) / (1.0 - cfg.ema_decay**t)
-            # The live arrays (state_dict() would copy every weight each step); keys are the state-dict keys.
-            live = [(k, p.data) for k, p in model.named_parameters()] + list(model.named_buffers())
-            for key, value in live:
+            for key, value in model.state_arrays():  # live arrays: state_dict() would copy every weight
                 e = self.ema[key]
                 if np.issubdtype(e.dtype, np.floating):
                     e *= d

@@ -51,9 +51,8 @@ _ALIGN = 64  # bytes: every region starts on a cache line
 
 # ---------------------------------------------------------------------------------------------- shared by both
 def live_state(model: Conv2Former) -> list[tuple[str, np.ndarray]]:
-    """The model's floating-point parameters and buffers, the live arrays, in a fixed order."""
-    items = [(k, p.data) for k, p in model.named_parameters()] + list(model.named_buffers())
-    return [(k, a) for k, a in items if np.issubdtype(a.dtype, np.floating)]
+    """The model's floating-point parameters and buffers, the live arrays, in state-dict order."""
+    return [(k, a) for k, a in model.state_arrays() if np.issubdtype(a.dtype, np.floating)]
 
 
 def shard_forward_backward(
@@ -141,7 +140,8 @@ def _layout(specs: Sequence[tuple[str, Any, tuple[int, ...]]]) -> tuple[list[Reg
 
 
 def _views(buf: np.ndarray, regions: Sequence[Region]) -> dict[str, np.ndarray]:
-    return {r.name: buf[r.offset : r.offset + r.nbytes].view(r.dtype).reshape(r.shape) for r in regions}
+    """Plain ndarray views (not np.memmap) of the regions, usable by every op and kernel as they are."""
+    return {r.name: np.asarray(buf[r.offset : r.offset + r.nbytes]).view(r.dtype).reshape(r.shape) for r in regions}
 
 
 def _split_flat(flat: np.ndarray, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -384,10 +384,8 @@ def _helper(stdin: IO[bytes], stdout: IO[bytes]) -> int:
     init = json.loads(line)
     try:
         buf = np.memmap(init["path"], dtype=np.uint8, mode="r+", shape=(init["nbytes"],))
-        views = _views(buf, [Region(r["name"], r["dtype"], tuple(r["shape"]), r["offset"]) for r in init["regions"]])
-        cfg = init["model"]
-        model = Conv2Former(**(cfg | {"dims": tuple(cfg["dims"]), "depths": tuple(cfg["depths"])}),
-                            **init["model_kwargs"])  # fmt: skip
+        views = _views(buf, [Region(**(r | {"shape": tuple(r["shape"])})) for r in init["regions"]])
+        model = Conv2Former(**init["model"], **init["model_kwargs"])
         rng = np.random.Generator(np.random.PCG64())
         rng.bit_generator.state = init["rng"]
         model.set_drop_path_rng(rng)
@@ -409,10 +407,10 @@ def _helper(stdin: IO[bytes], stdout: IO[bytes]) -> int:
                 a[...] = v
             if message["cmd"] == "step":
                 lo, hi = message["lo"], message["hi"]
-                targets = views["soft" if message["soft"] else "labels"][lo:hi].copy()
+                targets = views["soft" if message["soft"] else "labels"][lo:hi]
                 model.zero_grad()
-                loss, correct = shard_forward_backward(model, views["x"][lo:hi].copy(), targets,
-                                                       init["label_smoothing"], message["share"])  # fmt: skip
+                loss, correct = shard_forward_backward(model, views["x"][lo:hi], targets, init["label_smoothing"],
+                                                       message["share"])  # fmt: skip
                 for p, g in zip(params, grad_views, strict=True):
                     if p.grad is None:
                         g[...] = 0

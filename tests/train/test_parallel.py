@@ -10,7 +10,8 @@ import numba
 import numpy as np
 import pytest
 
-from c2f_numpy.models import create_model
+from c2f_numpy.data import Dataset
+from c2f_numpy.models import Conv2Former, create_model
 from c2f_numpy.testing import tolerance
 from c2f_numpy.train import LAST, TrainConfig, load_checkpoint
 from c2f_numpy.train.parallel import (
@@ -27,7 +28,9 @@ from .test_loop import BASE, assert_same_run, make_dataset, run
 PAR = replace(BASE, workers=2)
 
 
-def make_parallel(model, workers: int, batch: int, rngs: list, test_set, hflip: bool = True) -> DataParallel:  # type: ignore[no-untyped-def]
+def make_parallel(
+    model: Conv2Former, workers: int, batch: int, rngs: list, test_set: Dataset, hflip: bool = True
+) -> DataParallel:
     return DataParallel(
         model, workers=workers, batch_size=batch, label_smoothing=0.1, num_classes=4, test_set=test_set,
         eval_batch_size=8, eval_hflip=hflip, rng_states=rngs,
@@ -35,7 +38,7 @@ def make_parallel(model, workers: int, batch: int, rngs: list, test_set, hflip: 
     )  # fmt: skip
 
 
-def toy_model(dtype: type) -> object:
+def toy_model(dtype: type) -> Conv2Former:
     # O(1) layer scales and a drop path rate high enough that the helpers' masks matter
     return create_model("micro", in_chans=1, num_classes=4, kernel_size=3, drop_path_rate=0.3,
                         layer_scale_init_value=1.0, dtype=dtype, seed=0)  # fmt: skip
