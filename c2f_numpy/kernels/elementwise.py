@@ -133,7 +133,7 @@ def _exp_neg_f32(w: np.float32) -> np.float32:  # pragma: no cover
     c0, c1, c2, c3, c4, c5 = _F32_EXP_C
     kf = np.floor(w * _F32_LOG2E + _F32_HALF)
     r = (w - kf * _F32_LN2_HI) - kf * _F32_LN2_LO
-    return (c0 + r * (c1 + r * (c2 + r * (c3 + r * (c4 + r * c5))))) * _pow2_f32(-kf)
+    return (c0 + r * (c1 + r * (c2 + r * (c3 + r * (c4 + r * c5))))) * _pow2_f32(-kf)  # type: ignore[call-arg]  # Numba passes the typing context
 
 
 @njit(inline="always", fastmath={"contract"})
