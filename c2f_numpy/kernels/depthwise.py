@@ -6,10 +6,11 @@ vectorises whatever the image size (Conv2Former's maps at 32x32 input are 8x8 do
 would have 8 lanes at most).
 
 Two forms of each kernel, chosen by the map width (:func:`correlate`, :func:`weight_grad_partials`):
-register-blocked kernels compiled per kernel size for maps at least 8 pixels wide (16 for the weight
-gradient), and pixel-at-a-time kernels for narrower ones, which skip the taps that fall on the zero padding
-(at 2x2 with k = 11 only 9 of the 121 taps touch the image). Both add the same products in the same order:
-their results are the same bits (tests/kernels/test_depthwise_kernels.py).
+register-blocked kernels compiled per kernel size for maps at least WIDE pixels wide, and row kernels for
+narrower ones, which apply one tap at a time to the whole run of output pixels whose source pixel is inside
+the image (one long vectorisable loop; taps on the padding are never visited: at 2x2 with k = 11 only 9 of the
+121 taps touch the image). Both correlations add the same products in the same order: their results are the
+same bits. The two weight gradients sum in different (fixed) orders (tests/kernels/test_depthwise_kernels.py).
 
     forward   out[n, y, x, c] = b[c] + sum_{i,j} w[i, j, c] * x[n, y + i - p, x + j - p, c]
     input     dx[n, y, x, c]  = sum_{i,j} w[i, j, c] * dout[n, y - i + p, x - j + p, c]   (the same loop, flipped w)
@@ -38,6 +39,12 @@ WEIGHT_GRAD_BLOCKS = 16  # images are split into this many fixed blocks for the 
 # against 4 per FMA for a tap at a time). Measured at 1 thread on 28-56 wide maps: forward 1.3-3.3x the pixel
 # loop at k >= 7, weight gradient 1.1-1.4x.
 XB, JB = 4, 4
+# Maps at least this wide take the register-blocked kernels, narrower ones the row kernels. Measured at 1 thread
+# on an AVX2-only Zen 3, where LLVM leaves most of the blocked kernels' short channel loops scalar: the row kernels
+# were 1.3-2.0x (forward) and 1.9-3.6x (weight gradient) faster on 14-32 wide maps at k = 7, and even with them
+# at k = 11 on 56 wide maps. The blocked kernels keep the wide (ImageNet) maps, where they were measured at 40-51
+# GFLOP/s on an AVX-512 machine (docs/performance.md).
+WIDE = 48
 ROW_TASKS = 64  # the forward's output rows are split into this many parallel tasks (any split gives the same bits)
 
 
@@ -176,56 +183,86 @@ def _make_weight_grad(k: int) -> Callable[..., np.ndarray]:
     return weight_grad_k
 
 
+@njit(fastmath=_FLAGS, cache=True)
+def _tile_taps(w: np.ndarray, wo: int) -> np.ndarray:  # pragma: no cover - jit
+    """(k, k, wo * C): each tap's C weights repeated for wo pixels, so a row of taps is one flat multiply."""
+    k, _, c = w.shape
+    wt = np.empty((k, k, wo * c), dtype=w.dtype)
+    for i in range(k):
+        for j in range(k):
+            for x in range(wo):
+                wt[i, j, x * c : (x + 1) * c] = w[i, j]
+    return wt
+
+
+@njit(cache=True, inline="always")
+def _tap_run(j: int, offset: int, wo: int, ws: int, c: int) -> tuple[int, int, int]:  # pragma: no cover - jit
+    """(lo, hi, shift) for column tap j: the outputs x whose source column x + j - offset is inside the row are
+    the flat (pixel x channel) range [lo, hi), and their source values start at lo + shift."""
+    x0, x1 = max(0, offset - j), min(wo, ws + offset - j)
+    return x0 * c, max(x0, x1) * c, (j - offset) * c
+
+
+@njit(fastmath=_FLAGS, cache=True, inline="always")
+def _multiply_add(acc: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:  # pragma: no cover - jit
+    """acc += a * b over three 1-D arrays of one length: the row kernels' one vectorised loop."""
+    for q in range(acc.shape[0]):
+        acc[q] += a[q] * b[q]
+
+
 @njit(parallel=True, fastmath=_FLAGS, cache=True)
-def _correlate_pixels(src: np.ndarray, w: np.ndarray, out: np.ndarray, offset: int) -> None:  # pragma: no cover - jit
-    """``correlate`` one output pixel at a time, each visiting only its in-bounds taps: on maps narrower than
-    2 XB the blocked kernel would spend most of its FMAs on padding."""
+def _correlate_rows(src: np.ndarray, w: np.ndarray, out: np.ndarray, offset: int) -> None:  # pragma: no cover - jit
+    """``correlate`` a tap at a time over whole rows: for tap (i, j), the output pixels whose source pixel is
+    inside the image form one contiguous run of (pixels x C) values, updated in one flat loop against the tiled
+    weights. Taps on padding are never visited, and each output adds its taps in (i, j) order, as the blocked
+    kernel does: the same bits. (One long loop vectorises on AVX2; the blocked kernel's per-pixel channel loops
+    mostly stay scalar there.)"""
     n_img, hs, ws, c = src.shape
     _, ho, wo, _ = out.shape
     k = w.shape[0]
+    wt = _tile_taps(w, wo)
     for t in prange(n_img * ho):
         n = t // ho
         y = t - n * ho
-        i0 = max(0, offset - y)
-        i1 = min(k, hs + offset - y)
-        for x in range(wo):
-            acc = out[n, y, x]
-            j0 = max(0, offset - x)
-            j1 = min(k, ws + offset - x)
-            for i in range(i0, i1):
-                row = src[n, y + i - offset]
-                for j in range(j0, j1):
-                    s = row[x + j - offset]
-                    wij = w[i, j]
-                    for ch in range(c):
-                        acc[ch] += wij[ch] * s[ch]
+        o = out[n, y].reshape(wo * c)
+        for i in range(max(0, offset - y), min(k, hs + offset - y)):
+            row = src[n, y + i - offset].reshape(ws * c)
+            for j in range(k):
+                lo, hi, shift = _tap_run(j, offset, wo, ws, c)
+                if hi == lo:
+                    continue
+                # slices, not shifted indices: Numba's index wraparound on q + shift would keep LLVM from
+                # vectorising
+                _multiply_add(o[lo:hi], wt[i, j, lo:hi], row[lo + shift : hi + shift])
 
 
 @njit(parallel=True, fastmath=_FLAGS, cache=True)
-def _weight_grad_pixels(
+def _weight_grad_rows(
     dout: np.ndarray, src: np.ndarray, k: int, offset: int, blocks: int
 ) -> np.ndarray:  # pragma: no cover
-    """``weight_grad_partials`` a pixel at a time (for narrow maps, as :func:`_correlate_pixels`)."""
+    """``weight_grad_partials`` a tap at a time over whole rows (as :func:`_correlate_rows`): each block of images
+    sums its products per (tap, pixel column, channel) over (n, y), then over the columns in order."""
     n_img, ho, wo, c = dout.shape
     _, hs, ws, _ = src.shape
     partials = np.zeros((blocks, k, k, c), dtype=dout.dtype)
     for b in prange(blocks):
-        acc = partials[b]
+        lanes = np.zeros((k, k, wo * c), dtype=dout.dtype)
         for n in range(b * n_img // blocks, (b + 1) * n_img // blocks):
             for y in range(ho):
-                i0 = max(0, offset - y)
-                i1 = min(k, hs + offset - y)
+                d = dout[n, y].reshape(wo * c)
+                for i in range(max(0, offset - y), min(k, hs + offset - y)):
+                    row = src[n, y + i - offset].reshape(ws * c)
+                    for j in range(k):
+                        lo, hi, shift = _tap_run(j, offset, wo, ws, c)
+                        if hi == lo:
+                            continue
+                        _multiply_add(lanes[i, j, lo:hi], d[lo:hi], row[lo + shift : hi + shift])
+        acc = partials[b]
+        for i in range(k):
+            for j in range(k):
                 for x in range(wo):
-                    d = dout[n, y, x]
-                    j0 = max(0, offset - x)
-                    j1 = min(k, ws + offset - x)
-                    for i in range(i0, i1):
-                        row = src[n, y + i - offset]
-                        for j in range(j0, j1):
-                            s = row[x + j - offset]
-                            a = acc[i, j]
-                            for ch in range(c):
-                                a[ch] += d[ch] * s[ch]
+                    for ch in range(c):
+                        acc[i, j, ch] += lanes[i, j, x * c + ch]
     return partials
 
 
@@ -237,18 +274,18 @@ def _kernels(k: int) -> tuple[Callable[..., None], Callable[..., np.ndarray]]:
 def correlate(src: np.ndarray, w: np.ndarray, out: np.ndarray, offset: int) -> None:
     """out[n, y, x, :] += sum_{i,j} w[i, j, :] * src[n, y + i - offset, x + j - offset, :] (zero outside src);
     src (N, Hs, Ws, C), w (k, k, C), out (N, Ho, Wo, C)."""
-    if out.shape[2] >= 2 * XB:
+    if out.shape[2] >= WIDE:
         _kernels(w.shape[0])[0](src, w, out, offset)
     else:
-        _correlate_pixels(src, w, out, offset)
+        _correlate_rows(src, w, out, offset)
 
 
 def weight_grad_partials(dout: np.ndarray, src: np.ndarray, k: int, offset: int, blocks: int) -> np.ndarray:
     """(blocks, k, k, C): partials[b, i, j, c] = sum over the images of block b of
     dout[n, y, x, c] * src[n, y + i - offset, x + j - offset, c]."""
-    if dout.shape[2] >= 4 * XB:  # the wider threshold was measured: at 8-14 pixels the pixel loop wins
+    if dout.shape[2] >= WIDE:
         return _kernels(k)[1](dout, src, offset, blocks)
-    return _weight_grad_pixels(dout, src, k, offset, blocks)
+    return _weight_grad_rows(dout, src, k, offset, blocks)
 
 
 def depthwise_forward(x: np.ndarray, w_kkc: np.ndarray, b: np.ndarray | None, padding: int) -> np.ndarray:

@@ -1,11 +1,12 @@
-"""The depthwise kernels (c2f_numpy.kernels.depthwise) on maps wide enough for their register-blocked form.
+"""The two forms of the depthwise kernels (c2f_numpy.kernels.depthwise): register-blocked and row kernels.
 
 The op tests (tests/ops/cases.py, run through the fast copy in test_nhwc.py) draw small maps, which take the
-pixel-at-a-time kernels. Here the maps are 8-40 pixels wide, so the blocked kernels run, with every remainder
+row kernels. Here both forms run on the same 8-40 pixel wide maps, with every remainder of the blocked kernels
 (width mod 4, k mod 4, channels not a multiple of the vector width) and the padding offsets of both the
-forward (k // 2) and the input gradient (k - 1 - k // 2, flipped weights). The blocked kernels add the same
-products in the same order as the pixel kernels, so the two must agree bit for bit; the convolution as a whole
-is checked against the teaching copy to the dtype's tolerance.
+forward (k // 2) and the input gradient (k - 1 - k // 2, flipped weights). The two correlations add the same
+products in the same order, so they must agree bit for bit; the two weight gradients sum in different orders
+and are each checked against a float64 sum. The convolution as a whole is checked against the teaching copy
+on maps on both sides of depthwise.WIDE.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ DTYPES = st.sampled_from([np.float32, np.float64])
     dtype=DTYPES,
     seed=st.integers(0, 2**16),
 )
-def test_blocked_correlation_equals_pixel_loop_bitwise(
+def test_blocked_correlation_equals_row_kernel_bitwise(
     n: int, c: int, h: int, w: int, k: int, flipped: bool, dtype: type, seed: int
 ) -> None:
     rng = np.random.default_rng(seed)
@@ -42,10 +43,10 @@ def test_blocked_correlation_equals_pixel_loop_bitwise(
     wt = rng.standard_normal((k, k, c)).astype(dtype)
     offset = k - 1 - k // 2 if flipped else k // 2  # the input gradient's padding, or the forward's
     start = rng.standard_normal((n, h, w, c)).astype(dtype)  # correlate adds to what out holds
-    blocked, pixels = start.copy(), start.copy()
+    blocked, rows = start.copy(), start.copy()
     depthwise._kernels(k)[0](src, wt, blocked, offset)
-    depthwise._correlate_pixels(src, wt, pixels, offset)
-    assert np.array_equal(blocked, pixels)
+    depthwise._correlate_rows(src, wt, rows, offset)
+    assert np.array_equal(blocked, rows)
 
 
 @settings(max_examples=40, deadline=None)
@@ -59,22 +60,31 @@ def test_blocked_correlation_equals_pixel_loop_bitwise(
     dtype=DTYPES,
     seed=st.integers(0, 2**16),
 )
-def test_blocked_weight_gradient_equals_pixel_loop_bitwise(
+def test_both_weight_gradients_match_a_float64_sum(
     n: int, c: int, h: int, w: int, k: int, blocks: int, dtype: type, seed: int
 ) -> None:
     rng = np.random.default_rng(seed)
     src = rng.standard_normal((n, h, w, c)).astype(dtype)
     dout = rng.standard_normal((n, h, w, c)).astype(dtype)
     blocks = min(blocks, n)
-    blocked = depthwise._kernels(k)[1](dout, src, k // 2, blocks)
-    pixels = depthwise._weight_grad_pixels(dout, src, k, k // 2, blocks)
-    assert blocked.shape == (blocks, k, k, c)
-    assert np.array_equal(blocked, pixels)
+    p = k // 2
+    padded = np.pad(src.astype(np.float64), ((0, 0), (p, p), (p, p), (0, 0)))
+    per_image = np.empty((n, k, k, c))
+    for i in range(k):
+        for j in range(k):
+            per_image[:, i, j] = np.einsum("nyxc,nyxc->nc", dout.astype(np.float64), padded[:, i : i + h, j : j + w])
+    expected = np.stack([per_image[b * n // blocks : (b + 1) * n // blocks].sum(0) for b in range(blocks)])
+    blocked = depthwise._kernels(k)[1](dout, src, p, blocks)
+    rows = depthwise._weight_grad_rows(dout, src, k, p, blocks)
+    assert blocked.shape == rows.shape == (blocks, k, k, c)
+    assert blocked.dtype == rows.dtype == dtype
+    assert_close("blocked weight gradient", blocked, expected, scale_floor=1.0)
+    assert_close("row weight gradient", rows, expected, scale_floor=1.0)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("k", KERNEL_SIZES)
-@pytest.mark.parametrize("width", [9, 18, 31], ids=lambda w: f"w{w}")  # 9: blocked forward only; 18, 31: both
+@pytest.mark.parametrize("width", [9, 31, depthwise.WIDE + 3], ids=lambda w: f"w{w}")  # row kernels; blocked
 def test_wide_depthwise_conv_matches_teaching_copy(k: int, width: int, dtype: type) -> None:
     rng = np.random.default_rng(k * 100 + width)
     n, c, h = 2, 19, 6
