@@ -9,8 +9,9 @@ Two forms of each kernel, chosen by the map width (:func:`correlate`, :func:`wei
 register-blocked kernels compiled per kernel size for maps at least WIDE pixels wide, and row kernels for
 narrower ones, which apply one tap at a time to the whole run of output pixels whose source pixel is inside
 the image (one long vectorisable loop; taps on the padding are never visited: at 2x2 with k = 11 only 9 of the
-121 taps touch the image). Both correlations add the same products in the same order: their results are the
-same bits. The two weight gradients sum in different (fixed) orders (tests/kernels/test_depthwise_kernels.py).
+121 taps touch the image). Both correlations add the same products in the same order (the blocked kernel also
+adds some exact zeros from the padding, which change no sum but the sign of a zero result): their results are
+the same bits. The two weight gradients sum in different (fixed) orders (tests/kernels/test_depthwise_kernels.py).
 
     forward   out[n, y, x, c] = b[c] + sum_{i,j} w[i, j, c] * x[n, y + i - p, x + j - p, c]
     input     dx[n, y, x, c]  = sum_{i,j} w[i, j, c] * dout[n, y - i + p, x - j + p, c]   (the same loop, flipped w)
@@ -36,14 +37,15 @@ WEIGHT_GRAD_BLOCKS = 16  # images are split into this many fixed blocks for the 
 # Register blocking: XB output pixels x JB kernel taps per pass. The loops over the block are fixed-length, so LLVM
 # unrolls them and vectorises the channel loop inside: one load and one store of each of the XB accumulators per
 # JB taps, and each source pixel loaded once for the XB outputs that read it (19 loads/stores per 16 vector FMAs,
-# against 4 per FMA for a tap at a time). Measured at 1 thread on 28-56 wide maps: forward 1.3-3.3x the pixel
-# loop at k >= 7, weight gradient 1.1-1.4x.
+# against 4 per FMA for a tap at a time). Measured at 1 thread on 28-56 wide maps on an AVX-512 machine: forward
+# 1.3-3.3x the pixel-at-a-time loops the row kernels have since replaced, at k >= 7; weight gradient 1.1-1.4x.
 XB, JB = 4, 4
 # Maps at least this wide take the register-blocked kernels, narrower ones the row kernels. Measured at 1 thread
 # on an AVX2-only Zen 3, where LLVM leaves most of the blocked kernels' short channel loops scalar: the row kernels
-# were 1.3-2.0x (forward) and 1.9-3.6x (weight gradient) faster on 14-32 wide maps at k = 7, and even with them
-# at k = 11 on 56 wide maps. The blocked kernels keep the wide (ImageNet) maps, where they were measured at 40-51
-# GFLOP/s on an AVX-512 machine (docs/performance.md).
+# were 1.3-2.0x (forward) and 1.9-3.6x (weight gradient) faster on 14-32 wide maps at k = 7, 1.7-2.6x at 64 wide,
+# level at k = 11 on 56 wide maps. The blocked kernels keep the wide (ImageNet) maps all the same: on an AVX-512
+# machine they were measured at 40-51 GFLOP/s there, and the row kernels have not been measured on one
+# (docs/performance.md).
 WIDE = 48
 ROW_TASKS = 64  # the forward's output rows are split into this many parallel tasks (any split gives the same bits)
 

@@ -5,8 +5,8 @@ row kernels. Here both forms run on the same 8-40 pixel wide maps, with every re
 (width mod 4, k mod 4, channels not a multiple of the vector width) and the padding offsets of both the
 forward (k // 2) and the input gradient (k - 1 - k // 2, flipped weights). The two correlations add the same
 products in the same order, so they must agree bit for bit; the two weight gradients sum in different orders
-and are each checked against a float64 sum. The convolution as a whole is checked against the teaching copy
-on maps on both sides of depthwise.WIDE.
+and are each checked against the teaching copy's float64 weight gradient. The convolution as a whole is
+checked against the teaching copy on maps on both sides of depthwise.WIDE.
 """
 
 from __future__ import annotations
@@ -49,6 +49,15 @@ def test_blocked_correlation_equals_row_kernel_bitwise(
     assert np.array_equal(blocked, rows)
 
 
+def _teaching_weight_grad(src: np.ndarray, dout: np.ndarray, k: int) -> np.ndarray:
+    """(k, k, C) weight gradient of the stride-1 depthwise conv with padding k // 2, by the teaching copy in float64."""
+    c = src.shape[-1]
+    x = np.ascontiguousarray(src.transpose(0, 3, 1, 2), dtype=np.float64)
+    _, cache = ops.conv2d_forward(x, np.zeros((c, 1, k, k)), None, padding=k // 2, groups=c)
+    _, dw, _ = ops.conv2d_backward(np.ascontiguousarray(dout.transpose(0, 3, 1, 2), dtype=np.float64), cache)
+    return dw[:, 0].transpose(1, 2, 0)
+
+
 @settings(max_examples=40, deadline=None)
 @given(
     n=st.integers(1, 5),
@@ -68,12 +77,9 @@ def test_both_weight_gradients_match_a_float64_sum(
     dout = rng.standard_normal((n, h, w, c)).astype(dtype)
     blocks = min(blocks, n)
     p = k // 2
-    padded = np.pad(src.astype(np.float64), ((0, 0), (p, p), (p, p), (0, 0)))
-    per_image = np.empty((n, k, k, c))
-    for i in range(k):
-        for j in range(k):
-            per_image[:, i, j] = np.einsum("nyxc,nyxc->nc", dout.astype(np.float64), padded[:, i : i + h, j : j + w])
-    expected = np.stack([per_image[b * n // blocks : (b + 1) * n // blocks].sum(0) for b in range(blocks)])
+    expected = np.stack([_teaching_weight_grad(src[b * n // blocks : (b + 1) * n // blocks],
+                                               dout[b * n // blocks : (b + 1) * n // blocks], k)
+                         for b in range(blocks)])  # fmt: skip
     blocked = depthwise._kernels(k)[1](dout, src, p, blocks)
     rows = depthwise._weight_grad_rows(dout, src, k, p, blocks)
     assert blocked.shape == rows.shape == (blocks, k, k, c)
