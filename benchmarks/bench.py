@@ -25,7 +25,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ALLOCATOR = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "4294967296", "THP_MEM_ALLOC_ENABLE": "1"}
+ALLOCATOR = {
+    "MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": "4294967296",
+    "THP_MEM_ALLOC_ENABLE": "1",
+}  # fmt: skip
 
 
 def median_time(fn: Callable[[], object], repeats: int) -> float:

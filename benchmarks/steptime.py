@@ -51,14 +51,16 @@ def main() -> None:
         times.append(time.perf_counter() - t)
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / args.steps
     infer()
-    inf = []
+    inf, f0 = [], resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(max(5, args.steps // 2)):
         t = time.perf_counter()
         infer()
         inf.append(time.perf_counter() - t)
+    inf_faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / len(inf)
     print(f"{tree}: {args.model} k={args.kernel_size} batch {args.batch} {args.chans}x{args.size}x{args.size}"
           f"{' retain' if args.retain_freed_memory else ''}: step {np.median(times) * 1e3:.1f} ms, inference "
-          f"{np.median(inf) * 1e3:.1f} ms, page faults per step {faults:.0f}")  # fmt: skip
+          f"{np.median(inf) * 1e3:.1f} ms, page faults per step {faults:.0f}, "
+          f"per inference {inf_faults:.0f}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -38,6 +38,11 @@ mixup/cutmix), ``test_loss``, ``test_acc`` (%), ``train_seconds``, ``eval_second
 ``wall`` (seconds), ``time_to_target`` (wall seconds when ``test_acc``, or ``test_acc_hflip``, first reached
 ``--target-acc``, else null) and the configuration.
 
+Memory: like c2f-train, the run starts with ``c2f_numpy.kernels.allocator.retain_freed_memory`` (glibc keeps
+freed blocks of any size in the heap). torch's CPU tensors are glibc allocations as well, so both trainers reuse
+their freed activations instead of page-faulting fresh ones in, which costs a lot on this virtual machine
+(runs before 2026-12-01 had glibc's defaults here and an evaluation batch of 500).
+
 Memory format: channels-last (weights and activations) is the default, measured faster than NCHW on this 2-core
 machine (mini, k=7, 1x28x28, batch 128, AdamW, median step of 21: 2 threads 0.53 s vs 0.68 s; 1 thread 0.80 s
 vs 1.09 s); ``--no-channels-last`` switches it off.
@@ -75,6 +80,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from c2f_numpy.data import DATASETS, Augment, BatchLoader, Dataset, load_dataset  # noqa: E402
+from c2f_numpy.kernels.allocator import retain_freed_memory  # noqa: E402
 from c2f_numpy.models import ALL_VARIANTS  # noqa: E402
 from c2f_numpy.train.schedule import cosine_lr  # noqa: E402
 from tests.torch_reference import Conv2Former, count_params, official_init  # noqa: E402
@@ -90,7 +96,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--kernel-size", type=int, default=None, help="depthwise kernel (default: the variant's)")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--eval-batch-size", type=int, default=500)
+    p.add_argument("--eval-batch-size", type=int, default=128)
     p.add_argument("--eval-hflip", action="store_true",
                    help="also report test_acc_hflip: logits of each image and its mirror averaged")  # fmt: skip
     p.add_argument("--lr", type=float, default=2e-3)
@@ -259,6 +265,7 @@ def train_epoch(
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    retain_freed_memory()  # as c2f-train: torch's CPU tensors come from glibc's malloc too (see the docstring)
 
     train = subset(load_dataset(args.dataset, "train", args.data_dir), args.train_subset, args.seed)
     test = subset(load_dataset(args.dataset, "test", args.data_dir), args.test_subset, args.seed + 1)

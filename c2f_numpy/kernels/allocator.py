@@ -4,14 +4,22 @@ A training step allocates the same tensors every time: activations, caches, grad
 each. glibc serves blocks above its mmap threshold (128 kB at start, raised on the fly up to 32 MB) with fresh
 ``mmap`` calls and returns them on ``free``, so the next step's identical tensor is page-faulted in and zeroed by
 the kernel again, page by page, on whichever thread first touches it. :func:`retain_freed_memory` raises the mmap
-threshold to its maximum and stops the heap from being trimmed: freed blocks then stay in the heap and the next
-step's allocations reuse them, the same buffers step after step, without the ops having to manage any (their
-functional forward/backward pairs keep returning fresh arrays, so nothing a caller holds is ever overwritten).
-The price is that the process keeps its peak heap until it exits, which a training run reaches anyway.
+threshold to its maximum, stops glibc from using ``mmap`` for blocks above even that (``M_MMAP_MAX`` = 0) and
+stops the heap from being trimmed: freed blocks then stay in the heap and the next step's allocations reuse them,
+the same buffers step after step, without the ops having to manage any (their functional forward/backward pairs
+keep returning fresh arrays, so nothing a caller holds is ever overwritten). The price is that the process keeps
+its peak heap until it exits, which a training run reaches anyway.
 
-The same settings, as environment variables (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_``), are what
-``benchmarks/bench.py`` runs both libraries with (see ``../shared/notes/performance.md``); ``c2f-train`` calls
-this function at start. It changes a process-wide setting, so the library never calls it on import.
+Blocks above 32 MB matter: at batch 500, ``micro``'s 28x28 activations reach 50 MB, and without ``M_MMAP_MAX``
+= 0 each was mapped afresh. ``C2F_NUM_THREADS=1 python benchmarks/steptime.py --batch 500 --retain-freed-memory``
+before / after the setting: inference 1.36-2.09 s / 0.74 s (about 3000 / 0 page faults), training step 4.1-5.0 s /
+2.1 s (6200-6800 / 156 faults). A fault here maps up to 2 MB (NumPy asks for transparent huge pages for large
+arrays) and is slow on this virtual machine.
+
+The same settings, as environment variables (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_MMAP_MAX_``,
+``MALLOC_TRIM_THRESHOLD_``), are what ``benchmarks/bench.py`` runs both libraries with (see
+``../shared/notes/performance.md``); ``c2f-train`` calls this function at start. It changes a process-wide
+setting, so the library never calls it on import.
 """
 
 from __future__ import annotations
@@ -23,12 +31,14 @@ import sys
 # mallopt parameters (glibc malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_MMAP_MAX = -4
 MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's largest allowed value on 64-bit (DEFAULT_MMAP_THRESHOLD_MAX)
 TRIM_THRESHOLD_BYTES = 2**31 - 1  # mallopt takes a C int: 4 GB (the environment variable's value) would wrap to 0
 
 
 def retain_freed_memory() -> bool:
-    """Make glibc keep freed blocks up to 32 MB in the heap for reuse; True if the settings took effect.
+    """Make glibc serve every block from the heap and keep freed ones there for reuse; True if the settings
+    took effect.
 
     False (and nothing changed) where the C library is not glibc (macOS, musl) or refuses the values.
     """
@@ -41,7 +51,6 @@ def retain_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    # mallopt returns 1 on success; both must succeed for the reuse to happen
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)
-    )
+    # mallopt returns 1 on success; all must succeed for the reuse to happen
+    settings = ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+    return all(bool(mallopt(param, value)) for param, value in settings)

@@ -50,7 +50,7 @@ _HELP = {
     "dtype": "float32 or float64",
     "backend": "numba (fast kernels) or numpy (the teaching copy; slow)",
     "checkpoint_every": "also checkpoint every N steps inside an epoch (0 = at epoch ends only)",
-    "eval_batch_size": "batch size of the evaluation",
+    "eval_batch_size": "batch size of the evaluation (in each worker process)",
     "eval_hflip": "also report the test accuracy of each image's and its mirror's logits averaged (one more pass)",
     "workers": "processes sharing every batch (data parallel; each runs C2F_NUM_THREADS/workers threads). "
     "micro on 2 cores: 1.5x faster with 2 than with 1; BatchNorm then normalises each process's slice",

@@ -75,7 +75,7 @@ class TrainConfig:
     dtype: str = "float32"
     backend: str = "numba"
     checkpoint_every: int = 0  # steps; 0 = at the end of every epoch only
-    eval_batch_size: int = 500
+    eval_batch_size: int = 128  # per process; as the training batch, so evaluation reuses the step's memory
     eval_hflip: bool = False  # also report test-time augmentation: logits of the image and its mirror, averaged
     workers: int = 1  # processes sharing every batch (data parallel, see parallel.py); 1 = one process
 
