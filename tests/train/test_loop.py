@@ -116,6 +116,10 @@ def test_run_learns_and_writes_its_files(reference_run: Path) -> None:
     assert (reference_run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     summary = json.loads((reference_run / "summary.json").read_text())
     assert summary["best_acc"] == max(max(r["test_acc"], r["test_acc_ema"]) for r in rows)
+    best_row = rows[summary["best_epoch"] - 1]
+    assert best_row[summary["best_metric"]] == summary["best_acc"]  # the column the best came from
+    assert summary["final"] == {"test_acc": rows[-1]["test_acc"], "test_acc_ema": rows[-1]["test_acc_ema"]}
+    assert summary["final_acc"] == rows[-1]["test_acc"]
     assert (reference_run / BEST).exists()
 
 
@@ -136,7 +140,9 @@ def test_mirror_evaluation_averages_the_logits_of_both_images(tmp_path: Path) ->
     assert abs(row["test_loss_hflip"] - row["test_loss"]) > 1e-3  # else this could not tell the two apart
     assert {"test_acc_ema", "test_acc_ema_hflip", "test_loss_ema_hflip"} <= row.keys()
     best = max(v for k, v in row.items() if k.startswith("test_acc"))
-    assert json.loads((tmp_path / "summary.json").read_text())["best_acc"] == best
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["best_acc"] == best and row[summary["best_metric"]] == best
+    assert set(summary["final"]) == {"test_acc", "test_acc_hflip", "test_acc_ema", "test_acc_ema_hflip"}
     assert "test_acc_hflip" in (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
     assert build_parser().parse_args(["--eval-hflip"]).eval_hflip is True  # a flag, not --eval-hflip VALUE
     assert not hasattr(build_parser().parse_args([]), "eval_hflip")
