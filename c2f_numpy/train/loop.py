@@ -75,7 +75,7 @@ class TrainConfig:
     dtype: str = "float32"
     backend: str = "numba"
     checkpoint_every: int = 0  # steps; 0 = at the end of every epoch only
-    eval_batch_size: int = 128  # per process; as the training batch, so evaluation reuses the step's memory
+    eval_batch_size: int = 128  # per process; at 500, micro's largest tensors were 50 MB (see kernels/allocator.py)
     eval_hflip: bool = False  # also report test-time augmentation: logits of the image and its mirror, averaged
     workers: int = 1  # processes sharing every batch (data parallel, see parallel.py); 1 = one process
 
@@ -132,6 +132,11 @@ def _subset(ds: Dataset, n: int, seed: int) -> Dataset:
 # how the summary line names each test accuracy column
 _METRIC_NAMES = {"test_acc": "", "test_acc_hflip": " with the mirror", "test_acc_ema": " with the EMA weights",
                  "test_acc_ema_hflip": " with the EMA weights and the mirror"}  # fmt: skip
+
+
+def _test_accuracies(row: dict[str, Any]) -> dict[str, float]:
+    """The test accuracy columns of a metrics row: plain, EMA, with the mirror."""
+    return {k: float(v) for k, v in row.items() if k.startswith("test_acc")}
 
 
 def _metric_name(column: str) -> str:
@@ -479,7 +484,7 @@ class Trainer:
         if self.ema is not None:
             row |= self.evaluate(self.ema, "_ema")
         test_loss, test_acc = row["test_loss"], row["test_acc"]
-        acc = max(v for k, v in row.items() if k.startswith("test_acc"))
+        acc = max(_test_accuracies(row).values())
         row |= {
             "train_seconds": p["seconds"],
             "eval_seconds": time.perf_counter() - t0,
@@ -510,11 +515,11 @@ class Trainer:
         final = self.history[-1] if self.history else {}
         best_epoch = int(self.best["epoch"])
         best_row = self.history[best_epoch - 1] if 0 < best_epoch <= len(self.history) else {}
-        accs = [k for k in best_row if k.startswith("test_acc") and best_row[k] == self.best["acc"]]
+        accs = [k for k, v in _test_accuracies(best_row).items() if v == self.best["acc"]]
         return Summary(
             best_acc=float(self.best["acc"]), best_epoch=best_epoch,
             final_acc=float(final.get("test_acc", float("nan"))),
             epochs=len(self.history), steps=self.step, wall_seconds=wall, out_dir=str(self.out_dir),
             best_metric=accs[0] if accs else "test_acc",
-            final={k: float(v) for k, v in final.items() if k.startswith("test_acc")},
+            final=_test_accuracies(final),
         )  # fmt: skip
