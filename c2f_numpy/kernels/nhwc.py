@@ -15,13 +15,13 @@ Every op is checked against its teaching twin in tests/kernels (same inputs, tra
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from .. import ops
+from ..backend import fast_ops
 from ..ops import mlp, modulation
 from ..ops.checks import (
     OpInputError,
@@ -478,18 +478,17 @@ def modulate_backward(dm: np.ndarray, cache: modulation.ModulateCache) -> tuple[
 
 
 # --------------------------------------------------------------------------------------------- composites
-# The compositions are the teaching copy's own (written once), run over this namespace's ops.
-_THIS = sys.modules[__name__]
+# The compositions are the teaching copy's own (written once), run over this namespace's ops (fast_ops()).
 CONVMOD_KEYS, MLP_KEYS = modulation.CONVMOD_KEYS, mlp.MLP_KEYS
 
 
 def convmod_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, modulation.ConvModCache]:
     """Channels-last ConvMod: ``ops.convmod_forward`` over the fast ops."""
-    return modulation.convmod_forward(x, params, _THIS)
+    return modulation.convmod_forward_over(fast_ops(), x, params)
 
 
 def convmod_backward(dout: np.ndarray, cache: modulation.ConvModCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    return modulation.convmod_backward(dout, cache, _THIS)
+    return modulation.convmod_backward_over(fast_ops(), dout, cache)
 
 
 def pos_residual_forward(h: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, mlp.PosResidualCache]:
@@ -507,13 +506,13 @@ def pos_residual_forward(h: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> 
 def pos_residual_backward(
     dout: np.ndarray, cache: mlp.PosResidualCache
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    return mlp.pos_residual_backward(dout, cache, _THIS)
+    return mlp.pos_residual_backward_over(fast_ops(), dout, cache)
 
 
 def mlp_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, mlp.MlpCache]:
     """Channels-last MLP branch: ``ops.mlp_forward`` over the fast ops."""
-    return mlp.mlp_forward(x, params, _THIS)
+    return mlp.mlp_forward_over(fast_ops(), x, params)
 
 
 def mlp_backward(dout: np.ndarray, cache: mlp.MlpCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    return mlp.mlp_backward(dout, cache, _THIS)
+    return mlp.mlp_backward_over(fast_ops(), dout, cache)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import ops
+from ..backend import FAST, resolve, select
 from ..nn import GELU, BatchNorm2d, Conv2d, LayerNorm, Linear, Module, ModuleList, Parameter, Sequential, emit
 from ..nn.module import Shape
 from ..ops.checks import OpDTypeError, OpInputError, check_array
@@ -26,9 +26,6 @@ from ..ops.checks import OpDTypeError, OpInputError, check_array
 HEAD_DIM = 1280
 STEM_STRIDES = (4, 2, 1)  # 4 is the official stem; 2 and 1 are for small images (see SMALL_VARIANTS)
 LN_EPS = 1e-6
-# backend -> (op namespace, activation layout). "numba" is the fast copy (c2f_numpy.kernels), "numpy" the
-# readable teaching copy (c2f_numpy.ops); both take and return NCHW at the model's boundary.
-BACKENDS = ("numba", "numpy")
 
 
 @dataclass(frozen=True)
@@ -211,7 +208,7 @@ class Conv2Former(Module):
         dtype: Any = np.float32,
         seed: int = 0,
         drop_path_rng: np.random.Generator | None = None,
-        backend: str = "numba",
+        backend: str = FAST,
         stem_stride: int = 4,
         head_dim: int = HEAD_DIM,
     ) -> None:
@@ -274,19 +271,18 @@ class Conv2Former(Module):
         self.set_backend(backend)
 
     def set_backend(self, backend: str) -> Conv2Former:
-        """Compute with "numba" (default: the Numba kernels, channels-last inside) or "numpy" (the teaching copy).
+        """Compute with "fast" (default: the Numba kernels, channels-last inside) or "teaching" (the NumPy ops).
 
-        Switch between steps, not between a forward and its backward: the caches belong to the backend.
+        "numba" and "numpy" are accepted aliases (:mod:`c2f_numpy.backend`); both copies take and return NCHW at
+        the model's boundary. Switch between steps, not between a forward and its backward: the caches belong to
+        the copy that made them.
         """
-        if backend == "numba":
-            from ..kernels import nhwc
-
-            self.set_ops(nhwc, "NHWC")
-        elif backend == "numpy":
-            self.set_ops(ops, "NCHW")
-        else:
-            raise ValueError(f"Conv2Former: backend must be one of {BACKENDS}, got {backend!r}")
-        self.backend = backend
+        try:
+            namespace, layout = select(backend)
+        except ValueError as e:
+            raise ValueError(f"Conv2Former: {e}") from None
+        self.set_ops(namespace, layout)
+        self.backend = resolve(backend)
         return self
 
     # ---------------------------------------------------------------------------------------------- compute

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import ops
+from ..backend import Ops, teaching_ops
 
 Shape = tuple[int, ...]
 Observer = Callable[[str, np.ndarray], None]
@@ -109,7 +109,7 @@ class Module:
     """Base class: parameter/buffer registry, train/eval mode, state dicts and gradients."""
 
     training: bool
-    F: Any  # the op namespace the module computes with: c2f_numpy.ops (NCHW) or c2f_numpy.kernels.nhwc (NHWC)
+    F: Ops  # the op namespace it computes with: c2f_numpy.ops (teaching) or c2f_numpy.kernels.nhwc (fast)
     layout: str  # "NCHW" or "NHWC": the layout of the activations it takes and returns
     _parameters: dict[str, Parameter]
     _buffers: dict[str, np.ndarray]
@@ -120,7 +120,7 @@ class Module:
         object.__setattr__(self, "_buffers", {})
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "training", True)
-        object.__setattr__(self, "F", ops)
+        object.__setattr__(self, "F", teaching_ops())
         object.__setattr__(self, "layout", "NCHW")
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -220,8 +220,10 @@ class Module:
     def eval(self) -> Module:
         return self.train(False)
 
-    def set_ops(self, namespace: Any, layout: str) -> None:
-        """Compute with ``namespace`` (ops or kernels.nhwc) on activations in ``layout``, for all submodules."""
+    def set_ops(self, namespace: Ops, layout: str) -> None:
+        """Compute with ``namespace`` on activations in ``layout`` ("NCHW" or "NHWC"), for all submodules.
+
+        ``c2f_numpy.backend.select(name)`` gives the (namespace, layout) pair of a copy."""
         for _, module in self.named_modules():
             object.__setattr__(module, "F", namespace)
             object.__setattr__(module, "layout", layout)

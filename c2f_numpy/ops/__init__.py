@@ -34,7 +34,9 @@ CHANNEL_AXIS = 1
 LAYOUT = "(N, C, H, W)"
 
 __all__ = [
+    "CHANNEL_AXIS",
     "CONVMOD_KEYS",
+    "LAYOUT",
     "MLP_KEYS",
     "BatchNormStats",
     "OpDTypeError",

@@ -1,26 +1,17 @@
-"""Helpers for ops composed from other ops: parameter dicts keyed by the official checkpoint sub-keys."""
+"""Helpers for ops composed from other ops: parameter dicts keyed by the official checkpoint sub-keys.
+
+The composites (ConvMod, the MLP branch) are written once, as ``*_over(F, ...)`` functions over an op namespace
+``F`` that satisfies :class:`c2f_numpy.backend.Ops`; each copy's public ``convmod_forward`` etc. runs them over
+its own ops (the teaching copy over :mod:`c2f_numpy.ops`, the fast copy over :mod:`c2f_numpy.kernels.nhwc`).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 
 from .checks import OpInputError
-
-
-def namespace(F: Any) -> Any:
-    """The op namespace a composite computes with: ``F``, or the teaching copy (``c2f_numpy.ops``) if None.
-
-    Composites (ConvMod, the MLP branch) are written once; the fast copy runs the same composition over its
-    own ops (``c2f_numpy.kernels.nhwc``), whose ``CHANNEL_AXIS`` and ``LAYOUT`` say where the channels are.
-    """
-    if F is not None:
-        return F
-    from .. import ops  # imported here: this module is part of ops' own import
-
-    return ops
 
 
 def check_param_keys(op: str, params: Mapping[str, np.ndarray], expected: tuple[str, ...]) -> None:

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from ..backend import Ops, teaching_ops
 from .checks import check_array, check_same_size_depthwise
-from .composite import check_param_keys, namespace, with_bias
+from .composite import check_param_keys, with_bias
 
 MLP_KEYS = (
     "norm.weight",
@@ -38,15 +39,26 @@ class PosResidualCache:
     act: Any  # its GELU cache
 
 
-def pos_residual_forward(
-    h: np.ndarray, w: np.ndarray, b: np.ndarray | None, F: Any = None
-) -> tuple[np.ndarray, PosResidualCache]:
+def pos_residual_forward(h: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, PosResidualCache]:
     """h + GELU(DWConv(h)), depthwise with odd kernel k and padding k//2 (k = 3 in Conv2Former).
 
-    Shapes: h (N, C, H, W) (channels-last with ``F=kernels.nhwc``), w (C, 1, k, k), b (C,) -> out like h.
+    Shapes: h (N, C, H, W), w (C, 1, k, k), b (C,) -> out like h.
     """
+    return pos_residual_forward_over(teaching_ops(), h, w, b)
+
+
+def pos_residual_backward(
+    dout: np.ndarray, cache: PosResidualCache
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Returns (dh, dw, db): the identity path plus the conv path."""
+    return pos_residual_backward_over(teaching_ops(), dout, cache)
+
+
+def pos_residual_forward_over(
+    F: Ops, h: np.ndarray, w: np.ndarray, b: np.ndarray | None
+) -> tuple[np.ndarray, PosResidualCache]:
+    """:func:`pos_residual_forward` composed from the ops of ``F`` (either copy; h in ``F.LAYOUT``)."""
     op = "pos_residual"
-    F = namespace(F)
     h = check_array(op, "h", h, 4, F.LAYOUT)
     c = h.shape[F.CHANNEL_AXIS]
     k = check_same_size_depthwise(op, "w", w, c)
@@ -55,11 +67,10 @@ def pos_residual_forward(
     return h + g, PosResidualCache(conv, act)
 
 
-def pos_residual_backward(
-    dout: np.ndarray, cache: PosResidualCache, F: Any = None
+def pos_residual_backward_over(
+    F: Ops, dout: np.ndarray, cache: PosResidualCache
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Returns (dh, dw, db): the identity path plus the conv path."""
-    F = namespace(F)
+    """:func:`pos_residual_backward` composed from the ops of ``F``."""
     dp = F.gelu_backward(dout, cache.act)
     dh, dw, db = F.conv2d_backward(dp, cache.conv)
     return dout + dh, dw, db
@@ -74,12 +85,20 @@ class MlpCache:
     fc2: Any
 
 
-def mlp_forward(x: np.ndarray, params: Mapping[str, np.ndarray], F: Any = None) -> tuple[np.ndarray, MlpCache]:
+def mlp_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, MlpCache]:
     """MLP branch forward. Shapes: x (N, C, H, W) -> out (N, C, H, W); hidden width r*C is read from
-    fc1.weight (r*C, C, 1, 1). ``params`` holds the official sub-keys (:data:`MLP_KEYS`); ``F`` is the op
-    namespace (default: this copy; ``kernels.nhwc`` for the fast, channels-last one)."""
+    fc1.weight (r*C, C, 1, 1). ``params`` holds the official sub-keys (:data:`MLP_KEYS`)."""
+    return mlp_forward_over(teaching_ops(), x, params)
+
+
+def mlp_backward(dout: np.ndarray, cache: MlpCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Returns (dx, grads) with grads keyed like the params (:data:`MLP_KEYS`)."""
+    return mlp_backward_over(teaching_ops(), dout, cache)
+
+
+def mlp_forward_over(F: Ops, x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, MlpCache]:
+    """:func:`mlp_forward` composed from the ops of ``F`` (either copy; x in ``F.LAYOUT``)."""
     op = "mlp"
-    F = namespace(F)
     x = check_array(op, "x", x, 4, F.LAYOUT)
     check_param_keys(op, params, MLP_KEYS)
     p = params
@@ -90,9 +109,8 @@ def mlp_forward(x: np.ndarray, params: Mapping[str, np.ndarray], F: Any = None) 
     return out, MlpCache(ln, c1, pos, c2)
 
 
-def mlp_backward(dout: np.ndarray, cache: MlpCache, F: Any = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Returns (dx, grads) with grads keyed like the params (:data:`MLP_KEYS`)."""
-    F = namespace(F)
+def mlp_backward_over(F: Ops, dout: np.ndarray, cache: MlpCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """:func:`mlp_backward` composed from the ops of ``F``."""
     grads: dict[str, np.ndarray] = {}
     dh, grads["fc2.weight"], grads["fc2.bias"] = with_bias(F.conv1x1_backward(dout, cache.fc2))
     dh, grads["pos.weight"], grads["pos.bias"] = with_bias(F.pos_residual_backward(dh, cache.pos))

@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from ..backend import Ops, teaching_ops
 from .checks import check_array, check_grad_out, check_param, check_same_size_depthwise
-from .composite import check_param_keys, namespace, with_bias
+from .composite import check_param_keys, with_bias
 
 CONVMOD_KEYS = (
     "norm.weight",
@@ -69,15 +70,24 @@ class ConvModCache:
     proj: Any
 
 
-def convmod_forward(x: np.ndarray, params: Mapping[str, np.ndarray], F: Any = None) -> tuple[np.ndarray, ConvModCache]:
-    """ConvMod forward. Shapes: x (N, C, H, W) -> out (N, C, H, W) (channels-last with ``F=kernels.nhwc``).
+def convmod_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ConvModCache]:
+    """ConvMod forward. Shapes: x (N, C, H, W) -> out (N, C, H, W).
 
     ``params`` holds the official sub-keys (:data:`CONVMOD_KEYS`): norm.weight/bias (C,), att.0.weight
     (C, C, 1, 1), att.2.weight (C, 1, k, k) with k odd (padding k // 2 keeps H, W), v.weight and
-    proj.weight (C, C, 1, 1), and a (C,) bias for each conv. ``F`` is the op namespace (default: this copy).
+    proj.weight (C, C, 1, 1), and a (C,) bias for each conv.
     """
+    return convmod_forward_over(teaching_ops(), x, params)
+
+
+def convmod_backward(dout: np.ndarray, cache: ConvModCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Returns (dx, grads) with grads keyed like the params (:data:`CONVMOD_KEYS`)."""
+    return convmod_backward_over(teaching_ops(), dout, cache)
+
+
+def convmod_forward_over(F: Ops, x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ConvModCache]:
+    """:func:`convmod_forward` composed from the ops of ``F`` (either copy; x in ``F.LAYOUT``)."""
     op = "convmod"
-    F = namespace(F)
     x = check_array(op, "x", x, 4, F.LAYOUT)
     check_param_keys(op, params, CONVMOD_KEYS)
     c = x.shape[F.CHANNEL_AXIS]
@@ -92,9 +102,8 @@ def convmod_forward(x: np.ndarray, params: Mapping[str, np.ndarray], F: Any = No
     return out, ConvModCache(ln, c0, c2, cv, cm, cp)
 
 
-def convmod_backward(dout: np.ndarray, cache: ConvModCache, F: Any = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Returns (dx, grads) with grads keyed like the params (:data:`CONVMOD_KEYS`)."""
-    F = namespace(F)
+def convmod_backward_over(F: Ops, dout: np.ndarray, cache: ConvModCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """:func:`convmod_backward` composed from the ops of ``F``."""
     grads: dict[str, np.ndarray] = {}
     dm, grads["proj.weight"], grads["proj.bias"] = with_bias(F.conv1x1_backward(dout, cache.proj))
     da, dv = F.modulate_backward(dm, cache.mod)
