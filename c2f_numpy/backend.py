@@ -3,12 +3,9 @@
 The model's modules never import an op: they call ``self.F.<op>``, where ``F`` is one of two namespaces that
 implement the same ops with the same signatures:
 
-=============  ========================================  =============  ===================================
-copy           module                                    layout inside  what it is for
-=============  ========================================  =============  ===================================
-``teaching``   :mod:`c2f_numpy.ops`                      NCHW           the readable NumPy math, the oracle
-``fast``       :mod:`c2f_numpy.kernels.nhwc`             NHWC           Numba kernels and BLAS; the default
-=============  ========================================  =============  ===================================
+    backend      module                       layout inside   what it is for
+    "teaching"   c2f_numpy.ops                NCHW            the readable NumPy math, the reference
+    "fast"       c2f_numpy.kernels.nhwc       NHWC            Numba kernels and BLAS GEMMs; the default
 
 :class:`Ops` lists every op the model calls through ``F`` with its signature; both modules satisfy it (mypy
 checks that in :func:`teaching_ops` and :func:`fast_ops`, and ``tests/test_backend_contract.py`` checks the

@@ -1,6 +1,7 @@
 """The fast copy: Numba kernels and channels-last (NHWC) twins of every op in :mod:`c2f_numpy.ops`.
 
-``from c2f_numpy.kernels import nhwc`` gives the op namespace the model uses by default (``backend="numba"``).
+``from c2f_numpy.kernels import nhwc`` gives the op namespace the model uses by default (``backend="fast"``; the
+choice is made in :mod:`c2f_numpy.backend`). The other modules hold the Numba kernels it calls.
 """
 
 from . import nhwc

@@ -97,15 +97,15 @@ def layer_norm_rows_backward(dout: np.ndarray, xhat: np.ndarray, rstd: np.ndarra
 
 
 @njit(parallel=True, cache=True)
-def gelu_flat(x: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover
-    """y = x * Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2 (the exact form, accurate for x < 0). float64."""
+def gelu_flat_f64(x: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover
+    """The exact (erf) GELU in float64: y = x * Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2 (accurate for x < 0)."""
     for i in prange(x.size):
         y[i] = _gelu_f64(x[i])
 
 
 @njit(parallel=True, cache=True)
-def gelu_flat_backward(x: np.ndarray, dout: np.ndarray, dx: np.ndarray) -> None:  # pragma: no cover
-    """dx = dout * (Phi(x) + x * phi(x)). float64."""
+def gelu_flat_f64_backward(x: np.ndarray, dout: np.ndarray, dx: np.ndarray) -> None:  # pragma: no cover
+    """Backward of :func:`gelu_flat_f64`: dx = dout * (Phi(x) + x * phi(x))."""
     for i in prange(x.size):
         dx[i] = dout[i] * _gelu_grad_f64(x[i])
 
@@ -208,15 +208,18 @@ _dispatch_on_float_type(gelu_grad_scalar, _gelu_grad_f32, _gelu_grad_f64)
 
 
 @njit(parallel=True, fastmath={"contract"}, cache=True)
-def gelu_flat_approx(x: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover
-    """float32 GELU forward: x * Phi(x) (x - x * Phi(-x) for x > 0), vectorized (see above)."""
+def gelu_flat_f32(x: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover
+    """The exact (erf) GELU in float32, x * Phi(x) (x - x * Phi(-x) for x > 0), vectorized (see above).
+
+    Phi comes from a float32 erfc polynomial within 2e-7 of the float64 value (tests/kernels/test_gelu_kernels.py);
+    the tanh form (``approximate="tanh"``) is a different function, which this kernel does not compute."""
     for i in prange(x.size):
         y[i] = _gelu_f32(x[i])
 
 
 @njit(parallel=True, fastmath={"contract"}, cache=True)
-def gelu_flat_approx_backward(x: np.ndarray, dout: np.ndarray, dx: np.ndarray) -> None:  # pragma: no cover
-    """float32 GELU backward: dout * (Phi(x) + x * phi(x)), phi from the same exponential (see above)."""
+def gelu_flat_f32_backward(x: np.ndarray, dout: np.ndarray, dx: np.ndarray) -> None:  # pragma: no cover
+    """Backward of :func:`gelu_flat_f32`: dout * (Phi(x) + x * phi(x)), phi from the same exponential."""
     for i in prange(x.size):
         dx[i] = dout[i] * _gelu_grad_f32(x[i])
 

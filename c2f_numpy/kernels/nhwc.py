@@ -42,10 +42,10 @@ from .elementwise import (
     bias_gelu_rows,
     bias_gelu_rows_backward,
     gelu_add_flat,
-    gelu_flat,
-    gelu_flat_approx,
-    gelu_flat_approx_backward,
-    gelu_flat_backward,
+    gelu_flat_f32,
+    gelu_flat_f32_backward,
+    gelu_flat_f64,
+    gelu_flat_f64_backward,
     layer_norm_rows,
     layer_norm_rows_backward,
     mul_flat,
@@ -352,7 +352,7 @@ def gelu_forward(x: np.ndarray, approximate: str = "none") -> tuple[np.ndarray, 
         y, c = ops.gelu_forward(x, approximate)
         return y, GeluCache(x, approximate, c)
     y = np.empty_like(x)
-    (gelu_flat if x.dtype == np.float64 else gelu_flat_approx)(x.reshape(-1), y.reshape(-1))
+    (gelu_flat_f64 if x.dtype == np.float64 else gelu_flat_f32)(x.reshape(-1), y.reshape(-1))
     return y, GeluCache(x, approximate, None)
 
 
@@ -361,7 +361,7 @@ def gelu_backward(dout: np.ndarray, cache: GeluCache) -> np.ndarray:
         return ops.gelu_backward(dout, cache.teaching)
     dout = check_grad_out("gelu (nhwc)", dout, cache.x.shape, cache.x.dtype)
     dx = np.empty_like(dout)
-    kernel = gelu_flat_backward if dout.dtype == np.float64 else gelu_flat_approx_backward
+    kernel = gelu_flat_f64_backward if dout.dtype == np.float64 else gelu_flat_f32_backward
     kernel(cache.x.reshape(-1), dout.reshape(-1), dx.reshape(-1))
     return dx
 
@@ -483,7 +483,7 @@ CONVMOD_KEYS, MLP_KEYS = modulation.CONVMOD_KEYS, mlp.MLP_KEYS
 
 
 def convmod_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, modulation.ConvModCache]:
-    """Channels-last ConvMod: ``ops.convmod_forward`` over the fast ops."""
+    """Channels-last ConvMod: ``ops.convmod_forward`` over the fast copy's ops."""
     return modulation.convmod_forward_over(fast_ops(), x, params)
 
 
@@ -493,7 +493,7 @@ def convmod_backward(dout: np.ndarray, cache: modulation.ConvModCache) -> tuple[
 
 def pos_residual_forward(h: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, mlp.PosResidualCache]:
     """h + GELU(DWConv(h)): the depthwise kernel, then GELU and the residual add in one pass. The backward is
-    the teaching composite's over the fast ops."""
+    the teaching composite's over the fast copy's ops."""
     op = "pos_residual (nhwc)"
     h = check_array(op, "h", h, 4, NHWC)
     k = check_same_size_depthwise(op, "w", w, h.shape[-1])
@@ -510,7 +510,7 @@ def pos_residual_backward(
 
 
 def mlp_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, mlp.MlpCache]:
-    """Channels-last MLP branch: ``ops.mlp_forward`` over the fast ops."""
+    """Channels-last MLP branch: ``ops.mlp_forward`` over the fast copy's ops."""
     return mlp.mlp_forward_over(fast_ops(), x, params)
 
 

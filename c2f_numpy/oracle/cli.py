@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ..backend import ALIASES, TEACHING
 from ..io import CheckpointError
 from ..models import VARIANTS, create_model, save_model
 from ..nn import StateDictError
@@ -120,9 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--grad", action="store_true", help="also run a backward from seeded dlogits and dump the gradients"
     )
     run.add_argument(
-        "--backend", default="numpy",
-        help="c2f_numpy compute backend, for models that have several (default numpy: the teaching copy, checked "
-        "against finite differences and PyTorch)",
+        "--backend", default=TEACHING,
+        help="which copy of the ops computes, for models that have several: teaching (default: the NumPy ops, "
+        "checked against finite differences and PyTorch) or fast (the Numba kernels); numpy and numba are aliases",
     )  # fmt: skip
     run.add_argument("--train", action="store_true", help="train mode (batch-statistic BatchNorm); default eval")
     run.add_argument(
@@ -210,8 +211,8 @@ def _run(args: argparse.Namespace) -> int:
     set_backend = getattr(model, "set_backend", None)
     if set_backend is not None:
         set_backend(args.backend)  # ValueError naming the backends for an unknown one
-    elif args.backend != "numpy":
-        raise UsageError(f"--backend {args.backend}: this c2f_numpy has only the numpy backend")
+    elif ALIASES.get(args.backend, args.backend) != TEACHING:
+        raise UsageError(f"--backend {args.backend}: this model has only the teaching copy of the ops")
     model.train(args.train)
     if args.input is not None:
         x = _load_input(args.input, dtype)

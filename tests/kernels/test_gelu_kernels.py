@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from c2f_numpy.kernels.elementwise import gelu_flat_approx, gelu_flat_approx_backward
+from c2f_numpy.kernels.elementwise import gelu_flat_f32, gelu_flat_f32_backward
 
 FWD_TOL = 2e-7
 BWD_TOL = 5e-7
@@ -33,8 +33,8 @@ def exact(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def run(x: np.ndarray, dout: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     y, dx = np.empty_like(x), np.empty_like(x)
-    gelu_flat_approx(x, y)
-    gelu_flat_approx_backward(x, np.ones_like(x) if dout is None else dout, dx)
+    gelu_flat_f32(x, y)
+    gelu_flat_f32_backward(x, np.ones_like(x) if dout is None else dout, dx)
     return y, dx
 
 

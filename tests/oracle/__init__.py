@@ -11,9 +11,9 @@ from c2f_numpy.testing import randomize_for_parity
 
 
 def reference_model(variant: str = "n", num_classes: int = 10, seed: int = 3, dtype: Any = np.float64) -> Any:
-    """A small-input-ready c2f_numpy model with O(1) weights, in eval mode, on the NumPy backend when it has one.
+    """A small-input-ready c2f_numpy model with O(1) weights, in eval mode, on the teaching copy when it has a choice.
 
-    The NumPy backend (the teaching copy) keeps these tests independent of the Numba kernels and their threads.
+    The teaching copy (NumPy ops) keeps these tests independent of the Numba kernels and their threads.
     """
     model = c2f.create_model(variant, num_classes=num_classes, dtype=np.float64)
     randomize_for_parity(model, seed)
@@ -22,7 +22,7 @@ def reference_model(variant: str = "n", num_classes: int = 10, seed: int = 3, dt
         model = c2f.create_model(variant, num_classes=num_classes, dtype=dtype)
         model.load_state_dict(state)
     if hasattr(model, "set_backend"):
-        model.set_backend("numpy")
+        model.set_backend("teaching")
     model.eval()
     return model
 
