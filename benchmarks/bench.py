@@ -3,8 +3,8 @@
     python benchmarks/bench.py            # everything (about 10 minutes on 2 cores)
     python benchmarks/bench.py --quick    # the headline rows only
 
-Run it from the repository root (it uses the PyTorch replica in tests/torch_reference.py). For stable timings
-it re-executes itself with the allocator settings of docs/performance.md. Both libraries get the same thread
+It compares against the PyTorch replica of the official model, c2f_numpy/torch_reference.py. For stable timings it
+re-executes itself with the allocator settings of docs/performance.md. Both libraries get the same thread
 count (--threads, default: all cores). Rows: depthwise convolution forward and backward on the shapes
 Conv2Former-N runs; the N training step (forward + backward + AdamW) and inference; peak memory of a training
 step, each library in its own process; Numba start-up (cold compile, warm cache); where our step's time goes.
@@ -141,11 +141,11 @@ def our_model(
 def torch_model(
     k: int, batch: int, size: int, name: str = "n", chans: int = 3, channels_last: bool = False
 ) -> tuple[Callable[[], None], Callable[[], None]]:
-    """The same for the PyTorch replica of the official model (tests/torch_reference.py)."""
+    """The same for the PyTorch replica of the official model (c2f_numpy/torch_reference.py)."""
     import torch
 
     sys.path.insert(0, str(ROOT))
-    from tests.torch_reference import build_torch_conv2former
+    from c2f_numpy.torch_reference import build_torch_conv2former
 
     model = build_torch_conv2former(name, kernel_size=k, num_classes=10,
                                     in_chans=chans, layer_scale_init_value=1e-2, dtype=torch.float32)  # fmt: skip

@@ -12,7 +12,7 @@ runs differ only in the library that computes:
   drop_last=True, augment=Augment(crop_padding, hflip, mixup_alpha, cutmix_alpha))`` read batch by batch with
   ``loader.batch(epoch, i)``, so both trainers see bit-identical images and targets; the test set unaugmented;
   ``--train-subset`` / ``--test-subset`` draw the same seeded subsets as c2f-train.
-* model: the PyTorch replica of the official code (tests/torch_reference.py) with the dims, depths, kernel size,
+* model: the PyTorch replica of the official code (c2f_numpy/torch_reference.py) with the dims, depths, kernel size,
   stem stride, head width and MLP ratio of ``c2f_numpy.models.ALL_VARIANTS["conv2former_<model>"]``, float32,
   initialised by the replica's ``official_init`` (trunc-normal std 0.02, zero biases, as c2f_numpy's init),
   layer scales ``--layer-scale-init``, drop path ``--drop-path`` (linear over the blocks).
@@ -82,8 +82,8 @@ if str(ROOT) not in sys.path:
 from c2f_numpy.data import DATASETS, Augment, BatchLoader, Dataset, load_dataset  # noqa: E402
 from c2f_numpy.kernels.allocator import retain_freed_memory  # noqa: E402
 from c2f_numpy.models import ALL_VARIANTS  # noqa: E402
+from c2f_numpy.torch_reference import Conv2Former, count_params, official_init  # noqa: E402
 from c2f_numpy.train.schedule import cosine_lr  # noqa: E402
-from tests.torch_reference import Conv2Former, count_params, official_init  # noqa: E402
 
 MODELS = sorted(name.removeprefix("conv2former_") for name in ALL_VARIANTS)
 

@@ -1,4 +1,4 @@
-"""Tests for :mod:`tests.torch_reference`, the PyTorch replica of the official Conv2Former.
+"""Tests for :mod:`c2f_numpy.torch_reference`, the PyTorch replica of the official Conv2Former.
 
 The replica is the yardstick for the NumPy model, so it is checked against things that do not come from it:
 hand-written official checkpoint keys, the official parameter and MAC counts, closed-form counts, a
@@ -7,7 +7,10 @@ functional forward written from the architecture notes, and the NumPy drop-path 
 
 from __future__ import annotations
 
+import importlib
 import math
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import numpy as np
@@ -17,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from c2f_numpy.ops import drop_path_forward
-from tests.torch_reference import (
+from c2f_numpy.torch_reference import (
     SMALL_VARIANTS,
     VARIANTS,
     Block,
@@ -545,3 +548,16 @@ def test_count_macs_real_forward_equals_meta_and_is_per_image() -> None:
     assert macs == _closed_form(VARIANTS["n"], 7, 64, 3, 1000)[1]
     with pytest.raises(ValueError, match="input_shape"):
         count_macs(real, (64, 64))
+
+
+def test_without_torch_the_import_error_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "c2f_numpy.torch_reference")
+    monkeypatch.setitem(sys.modules, "torch", None)  # what Python does for a package that is not installed
+    with pytest.raises(ImportError, match=r"pip install torch==2\.13\.0"):
+        importlib.import_module("c2f_numpy.torch_reference")
+
+
+def test_importing_c2f_numpy_does_not_import_torch() -> None:
+    code = "import sys, c2f_numpy, c2f_numpy.models, c2f_numpy.oracle; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

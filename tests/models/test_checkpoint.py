@@ -15,8 +15,7 @@ import torch
 import c2f_numpy as c2f
 from c2f_numpy.io import CheckpointError, UnsafeCheckpointError, WeightsFileError
 from c2f_numpy.testing import assert_close, randomize_for_parity
-
-from ..torch_reference import build_torch_conv2former
+from c2f_numpy.torch_reference import build_torch_conv2former
 
 
 def _torch_state(model: c2f.Conv2Former, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Whole-network parity with a PyTorch replica of the official model (tests/torch_reference.py).
+"""Whole-network parity with a PyTorch replica of the official model (c2f_numpy/torch_reference.py).
 
 Both models get the same weights (randomised to O(1) layer scales and BatchNorm statistics, see
 c2f_numpy.testing.randomize_for_parity), the same non-square images, the same drop-path masks and the same
@@ -22,9 +22,9 @@ import torch
 
 import c2f_numpy as c2f
 from c2f_numpy.testing import Comparison, compare, randomize_for_parity
+from c2f_numpy.torch_reference import build_torch_conv2former, set_drop_path_rng
 
 from ..conftest import TORCH_DIFFS
-from ..torch_reference import build_torch_conv2former, set_drop_path_rng
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from c2f_numpy.oracle import compare, dump, torch_dump
+from c2f_numpy.torch_reference import build_torch_conv2former
 
-from ..torch_reference import build_torch_conv2former
 from . import reference_model, seeded_batch
 
 SHAPE = (1, 3, 64, 96)  # non-square; stages at 16x24, 8x12, 4x6, 2x3

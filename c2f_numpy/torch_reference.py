@@ -1,6 +1,8 @@
 """A PyTorch replica of the official Conv2Former (HVision-NKU/Conv2Former, models/conv2former.py), torch only.
 
-It is the independent reference the NumPy model is checked against. The module tree and attribute names are
+It is the independent reference the NumPy model is checked against (the tests, ``benchmarks/``) and a starting
+point for porters (docs/porting.md). Optional: importing it needs torch (``pip install torch==2.13.0``);
+``import c2f_numpy`` never imports it. The module tree and attribute names are
 those of the official code, so ``state_dict()`` has exactly the official checkpoint keys and an official
 checkpoint loads with ``load_state_dict(..., strict=True)``:
 
@@ -34,8 +36,16 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
-import torch
-from torch import Tensor, nn
+
+try:
+    import torch
+    from torch import Tensor, nn
+except ImportError as e:  # pragma: no cover  (torch is installed wherever the tests run)
+    raise ImportError(
+        "c2f_numpy.torch_reference is the PyTorch replica of the official model and needs PyTorch, which the rest "
+        "of c2f_numpy does not: pip install torch==2.13.0 (the version the tests are pinned to; the CPU build is "
+        "enough)"
+    ) from e
 
 __all__ = [
     "ALL_VARIANTS",
