@@ -18,8 +18,8 @@ faults). A fault here maps up to 2 MB (NumPy asks for transparent huge pages for
 this virtual machine.
 
 The same settings, as environment variables (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_MMAP_MAX_``,
-``MALLOC_TRIM_THRESHOLD_``), are what ``benchmarks/bench.py`` runs both libraries with (see
-``../shared/notes/performance.md``); ``c2f-train`` calls this function at start. It changes a process-wide
+``MALLOC_TRIM_THRESHOLD_``), are what ``benchmarks/bench.py`` runs both libraries with (docs/performance.md,
+"How the benchmarks run"); ``c2f-train`` calls this function at start. It changes a process-wide
 setting, so the library never calls it on import.
 """
 

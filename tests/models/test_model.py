@@ -12,7 +12,8 @@ from c2f_numpy.nn import StateDictError
 from c2f_numpy.ops import OpDTypeError, OpInputError
 from c2f_numpy.testing import randomize_for_parity
 
-# Counted on the official code at 224x224 with 1000 classes (../shared/notes/reference.md).
+# Counted on the official code (HVision-NKU/Conv2Former) at 224x224 with 1000 classes: docs/architecture.md,
+# "The official variants and their checkpoints".
 OFFICIAL = {
     "conv2former_n": (14.99e6, 2.33e9, 7),
     "conv2former_t": (26.70e6, 4.36e9, 11),
