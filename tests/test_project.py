@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -67,3 +68,36 @@ def test_readme_training_command_runs_on_a_slice(tmp_path: Path, capsys: pytest.
     assert train_main([*args, "--train-subset", "512", "--test-subset", "500", "--no-progress"]) == 0
     out = capsys.readouterr().out
     assert "epoch 1/1: train loss" in out and "best test accuracy" in out
+
+
+def tracked_text_files() -> list[Path]:
+    out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return [ROOT / f for f in out.splitlines() if not f.startswith("benchmarks/results/") and (ROOT / f).is_file()]
+
+
+def test_no_project_file_points_outside_the_repository() -> None:
+    """A user's clone has only the repository: nothing may send a reader to a sibling folder."""
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: no file list to read")
+    outside = re.compile(r"\.\./shared\b|shared/notes|/work/")
+    offenders = [
+        f"{path.relative_to(ROOT)}:{n}"
+        for path in tracked_text_files()
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1)
+        if outside.search(line) and path.name != "test_project.py"
+    ]
+    assert offenders == []
+
+
+def test_license_is_the_mit_text_pyproject_declares() -> None:
+    license_text = (ROOT / "LICENSE").read_text()
+    assert 'license = { text = "MIT" }' in (ROOT / "pyproject.toml").read_text()
+    assert license_text.startswith("MIT License\n") and "the c2f_numpy authors" in license_text
+
+
+def test_pre_commit_runs_the_first_checks_of_ci() -> None:
+    """ruff check, ruff format and mypy (on pyproject's files, so no file names passed), as CI runs them."""
+    config = (ROOT / ".pre-commit-config.yaml").read_text()
+    entries = re.findall(r"^\s*entry: (.+)$", config, flags=re.M)
+    assert [e.split()[:2] for e in entries] == [["ruff", "check"], ["ruff", "format"], ["mypy"]]
+    assert "pass_filenames: false" in config.split("id: mypy", 1)[1]
