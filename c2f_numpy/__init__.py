@@ -5,9 +5,20 @@
     logits = m(x)                                  # x: (N, 3, H, W) float32
     m.zero_grad(); dx = m.backward(dlogits); grads = m.grads()
 
-Subpackages: :mod:`c2f_numpy.ops` (the teaching copy of every op, forward and hand-written backward),
-:mod:`c2f_numpy.nn` (modules), :mod:`c2f_numpy.models` (Conv2Former), :mod:`c2f_numpy.io` (checkpoints),
-:mod:`c2f_numpy.gradcheck` and :mod:`c2f_numpy.testing` (finite differences, the tolerance table).
+Subpackages and modules (docs/code-map.md shows the layout and which way the imports point):
+
+- :mod:`c2f_numpy.ops`: the teaching copy of every op (NumPy, NCHW), forward and hand-written backward;
+- :mod:`c2f_numpy.kernels`: the fast copy of the same ops (Numba and BLAS, channels-last), the default;
+- :mod:`c2f_numpy.backend`: the contract both copies satisfy (``Ops``) and the choice between them;
+- :mod:`c2f_numpy.nn`: modules (parameters, gradients, state dicts) that call the ops;
+- :mod:`c2f_numpy.models`: Conv2Former and its variants;
+- :mod:`c2f_numpy.io`: checkpoints in and out (``.pth`` without torch, ``.npz``, ``.safetensors``);
+- :mod:`c2f_numpy.data`: data sets, augmentation, the resumable batch loader;
+- :mod:`c2f_numpy.train`: training on CPU (``c2f-train``);
+- :mod:`c2f_numpy.oracle`: layer-by-layer dumps for porting (``c2f-oracle``);
+- :mod:`c2f_numpy.gradcheck` and :mod:`c2f_numpy.testing`: finite differences, the tolerance table;
+- :mod:`c2f_numpy.torch_reference`: the PyTorch replica of the official model (optional, needs torch);
+- :mod:`c2f_numpy.demo`: a first look at one block.
 """
 
 import os as _os

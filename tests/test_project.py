@@ -101,3 +101,26 @@ def test_pre_commit_runs_the_first_checks_of_ci() -> None:
     entries = re.findall(r"^\s*entry: (.+)$", config, flags=re.M)
     assert [e.split()[:2] for e in entries] == [["ruff", "check"], ["ruff", "format"], ["mypy"]]
     assert "pass_filenames: false" in config.split("id: mypy", 1)[1]
+
+
+PACKAGE = ROOT / "c2f_numpy"
+
+
+def test_the_code_map_lists_every_module_of_the_package() -> None:
+    """docs/code-map.md names each module by its path; a module added or split must be added there too."""
+    code_map = (ROOT / "docs" / "code-map.md").read_text()
+    named = set(re.findall(r"`((?:c2f_numpy/)?[\w/]+\.py)`", code_map))
+    named = {n if n.startswith("c2f_numpy/") else f"c2f_numpy/{n}" for n in named if not n.startswith("tests/")}
+    files = {str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py")}
+    inits = {str(p.relative_to(ROOT)) for p in PACKAGE.glob("*/__init__.py")}  # the subpackage's own row says it
+    assert sorted(files - inits - named) == [], "modules missing from docs/code-map.md"
+    assert sorted(n for n in named - files if "/" in n.removeprefix("c2f_numpy/")) == [], "no such module"
+
+
+def test_the_package_docstring_names_every_subpackage() -> None:
+    import c2f_numpy
+
+    subpackages = sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py"))
+    assert subpackages, "found no subpackage"
+    missing = [s for s in subpackages if f":mod:`c2f_numpy.{s}`" not in (c2f_numpy.__doc__ or "")]
+    assert missing == []
