@@ -40,8 +40,7 @@ mixup/cutmix), ``test_loss``, ``test_acc`` (%), ``train_seconds``, ``eval_second
 
 Memory: like c2f-train, the run starts with ``c2f_numpy.kernels.allocator.retain_freed_memory`` (glibc keeps
 freed blocks of any size in the heap). torch's CPU tensors are glibc allocations as well, so both trainers reuse
-their freed activations instead of page-faulting fresh ones in, which costs a lot on this virtual machine
-(runs before 2026-12-02 had glibc's defaults here and an evaluation batch of 500).
+their freed activations instead of page-faulting fresh ones in, which costs a lot on this virtual machine.
 
 Memory format: channels-last (weights and activations) is the default, measured faster than NCHW on this 2-core
 machine (mini, k=7, 1x28x28, batch 128, AdamW, median step of 21: 2 threads 0.53 s vs 0.68 s; 1 thread 0.80 s

@@ -25,9 +25,10 @@ import os as _os
 
 # Threading, decided before NumPy's OpenBLAS and Numba's OpenMP pool start (they read these once, at start-up).
 # C2F_NUM_THREADS is the one knob for the thread count. OpenMP workers that spin after a parallel region, and
-# OpenBLAS workers that spin after a GEMM, take the two cores from each other: a Conv2Former-N training step went
-# from ~0.35 s to 1.5-8 s. PASSIVE waiting and a short OpenBLAS spin remove that (docs/performance.md). Defaults
-# only: a value the user set wins. The OpenBLAS setting takes effect only if NumPy was not imported before us.
+# OpenBLAS workers that spin after a GEMM, take the cores from each other, and a training step then takes several
+# times as long (docs/performance.md, "Threads"). PASSIVE waiting and a short OpenBLAS spin keep each pool off the
+# cores while the other works. Defaults only: a value the user set wins. The OpenBLAS setting takes effect only if
+# NumPy was not imported before us.
 if _os.environ.get("C2F_NUM_THREADS"):
     for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         _os.environ.setdefault(_var, _os.environ["C2F_NUM_THREADS"])

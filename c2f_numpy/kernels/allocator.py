@@ -10,12 +10,11 @@ the same buffers step after step, without the ops having to manage any (their fu
 keep returning fresh arrays, so nothing a caller holds is ever overwritten). The price is that the process keeps
 its peak heap until it exits, which a training run reaches anyway.
 
-Blocks above 32 MB matter: at batch 500 of 28x28 images, ``micro``'s 14x14x128 MLP activations are 50 MB, and
-without ``M_MMAP_MAX`` = 0 each was mapped afresh.
-``C2F_NUM_THREADS=1 python benchmarks/steptime.py --batch 500 --retain-freed-memory`` before / after the setting:
-inference 1.36-2.09 s / 0.74 s (about 3000 / 0 page faults), training step 4.1-5.0 s / 2.1 s (6200-6800 / 156
-faults). A fault here maps up to 2 MB (NumPy asks for transparent huge pages for large arrays) and is slow on
-this virtual machine.
+Blocks above 32 MB matter: at batch 500 of 28x28 images, ``micro``'s 14x14x128 MLP activations are 50 MB. The
+mmap threshold cannot go above 32 MB, so without ``M_MMAP_MAX`` = 0 glibc would map each of them afresh on every
+allocation and the kernel would fault it in again, up to 2 MB a fault (NumPy asks for transparent huge pages for
+large arrays). ``C2F_NUM_THREADS=1 python benchmarks/steptime.py --batch 500 [--retain-freed-memory]`` shows the
+difference in time and page faults; docs/performance.md ("Blocks above 32 MB") has the measurement.
 
 The same settings, as environment variables (``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_MMAP_MAX_``,
 ``MALLOC_TRIM_THRESHOLD_``), are what ``benchmarks/bench.py`` runs both libraries with (docs/performance.md,

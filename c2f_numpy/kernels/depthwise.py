@@ -37,8 +37,8 @@ WEIGHT_GRAD_BLOCKS = 16  # images are split into this many fixed blocks for the 
 # Register blocking: XB output pixels x JB kernel taps per pass. The loops over the block are fixed-length, so LLVM
 # unrolls them and vectorises the channel loop inside: one load and one store of each of the XB accumulators per
 # JB taps, and each source pixel loaded once for the XB outputs that read it (19 loads/stores per 16 vector FMAs,
-# against 4 per FMA for a tap at a time). Measured at 1 thread on 28-56 wide maps on an AVX-512 machine: forward
-# 1.3-3.3x the pixel-at-a-time loops the row kernels have since replaced, at k >= 7; weight gradient 1.1-1.4x.
+# against 4 per FMA for a tap at a time). That pays where the vector units are wide (AVX-512) and the maps wide
+# enough to fill the blocks; WIDE below says where the row kernels win instead.
 XB, JB = 4, 4
 # Maps at least this wide take the register-blocked kernels, narrower ones the row kernels. Measured at 1 thread
 # on an AVX2-only Zen 3, where LLVM leaves most of the blocked kernels' short channel loops scalar: the row kernels

@@ -20,16 +20,16 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
 # float32 GELU. Numba has no SVML here, so math.exp / math.erfc would be scalar libm calls that keep the loop from
 # vectorizing; the kernels below use only float32 arithmetic, int32 bit operations and selects, which LLVM turns
-# into 8-lane AVX2 or 16-lane AVX-512 code (8x faster than A&S 7.1.26 with libm's exp, 0.31 / 0.33 ns per element
-# forward / backward with 2 threads on AVX-512). The constants are np.float32: a float64 one would promote the loop
+# into 8-lane AVX2 or 16-lane AVX-512 code. The constants are np.float32: a float64 one would promote the loop
 # to float64 and halve the lanes.
 #
 # For z = |x| / sqrt 2, Phi(-|x|) = erfc(z) / 2 = t * g(t) * exp(-z^2) / 2 with t = 1 / (1 + p z) and g a degree-5
 # polynomial fitted to erfcx (minimax, weighted by the GELU error it causes; fit error <= 1.5e-8). The small side
 # Phi(-|x|) avoids cancellation for x < 0, and exp(-z^2) is the derivative's Gaussian as well.
 # exp(-w) = 2^-k exp(-r): r by Cody-Waite (k * _F32_LN2_HI is exact), exp(-r) by a degree-5 minimax polynomial
-# (relative error 7.4e-8), 2^-k exactly by writing 127 - k into a float32's exponent bits (_pow2_f32; an int64
-# 1 << (62 - k) converted to float32, as before, has no AVX2 instruction and kept the loops scalar there).
+# (relative error 7.4e-8), 2^-k exactly by writing 127 - k into a float32's exponent bits (_pow2_f32: all int32,
+# because an int64 such as 1 << (62 - k) converted to float32 needs an instruction AVX2 lacks and would keep the
+# loops scalar there).
 # w <= 42 (|x| <= 9.1) keeps 2^-k a normal number; beyond
 # _F32_GELU_CUT the kernels return the limits (x or -0.0; derivative 1 or 0), which is also what makes +-inf right
 # (x * Phi(x) and x * phi(x) would be inf * 0 there). NaN propagates through the arithmetic; min(_F32_EXP_WMAX, NaN)
