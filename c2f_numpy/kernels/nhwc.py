@@ -1,5 +1,8 @@
 """The fast copy of the ops: the same names and signatures as :mod:`c2f_numpy.ops`, arrays channels-last.
 
+Both satisfy :class:`c2f_numpy.backend.Ops`, the list of ops the model calls (checked by mypy and by
+tests/test_backend_contract.py).
+
 Activations are (N, H, W, C); weights stay in the checkpoint layout ((C_out, C_in/groups, kH, kW)) and are
 rearranged here (they are small). What runs where:
 

@@ -1,4 +1,5 @@
-"""The layers Conv2Former is built from, as thin stateful wrappers around :mod:`c2f_numpy.ops`."""
+"""The layers Conv2Former is built from, as thin stateful wrappers around the ops of ``self.F`` (either copy:
+:mod:`c2f_numpy.backend`)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ INIT_STD = 0.02  # trunc_normal(std=0.02) for conv and linear weights, zero bias
 class Conv2d(Module):
     """``nn.Conv2d``: weight (C_out, C_in/groups, kH, kW), optional bias (C_out,).
 
-    Pointwise convolutions (1x1, stride 1, no padding, groups 1) run as a GEMM (``ops.conv1x1``), the rest
-    through ``ops.conv2d``.
+    Pointwise convolutions (1x1, stride 1, no padding, groups 1) run as a GEMM (``F.conv1x1``), the rest
+    through ``F.conv2d``.
     """
 
     def __init__(

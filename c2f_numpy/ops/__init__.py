@@ -2,6 +2,9 @@
 
 Each op is ``<name>_forward(...) -> (out, cache)`` and ``<name>_backward(dout, cache) -> grads``; the cache is
 a small frozen dataclass holding exactly what the backward needs. Layout is NCHW throughout.
+
+The fast copy, :mod:`c2f_numpy.kernels.nhwc`, has the same ops with the same signatures, channels-last; the ops
+the model calls and their signatures are the contract :class:`c2f_numpy.backend.Ops`.
 """
 
 from .activation import gelu_backward, gelu_forward
