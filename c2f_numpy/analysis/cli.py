@@ -47,6 +47,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="which weights of a training checkpoint (default auto: plain if present)")  # fmt: skip
         q.add_argument("--kernel-size", type=_positive, help="random weights only: the depthwise kernel size")
         q.add_argument("--layer-scale", type=float, help="random weights only: the layer scales' initial value")
+        q.add_argument("--in-chans", type=_positive, help="random weights only: input channels (default 3)")
         q.add_argument("--seed", type=int, default=0, help="random weights and image draws (default 0)")
 
     e = sub.add_parser("erf", help="the effective receptive field of a stage's (or block's) centre unit")
@@ -74,8 +75,8 @@ def _write(path: Path, text: str) -> None:
 
 def _run_erf(args: argparse.Namespace) -> str:
     model, described = load_source(args.source, weights=args.weights, kernel_size=args.kernel_size,
-                                   layer_scale=args.layer_scale, seed=args.seed,
-                                   dtype=np.dtype(args.dtype))  # fmt: skip
+                                   layer_scale=args.layer_scale, in_chans=args.in_chans,
+                                   seed=args.seed, dtype=np.dtype(args.dtype))  # fmt: skip
     images, hw, images_text = load_images(args.images, args.num_images, args.size, model.in_chans, seed=args.seed)
     t0 = time.perf_counter()
     result = effective_receptive_field(model, images, stage=args.stage, block=args.block, size=hw,
@@ -110,7 +111,8 @@ def _run_erf(args: argparse.Namespace) -> str:
 
 def _run_kernels(args: argparse.Namespace) -> str:
     model, described = load_source(args.source, weights=args.weights, kernel_size=args.kernel_size,
-                                   layer_scale=args.layer_scale, seed=args.seed)  # fmt: skip
+                                   layer_scale=args.layer_scale, in_chans=args.in_chans,
+                                   seed=args.seed)  # fmt: skip
     kernels = learned_kernels(model)
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)

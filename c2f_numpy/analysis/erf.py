@@ -79,7 +79,7 @@ def feature_shape(model: Conv2Former, image_shape: tuple[int, int, int], stage: 
         stride = model.stem_stride * 2 ** (stage - 1)
         raise ERFError(
             f"a {image_shape[1]}x{image_shape[2]} image does not survive the downsampling to stage {stage} "
-            f"(stride {stride}): the map would be empty; use --size of at least {stride} ({err})"
+            f"(stride {stride}): the map would be empty; a multiple of {stride} always works ({err})"
         ) from None
     return int(shape[1]), int(shape[2]), int(shape[3])
 

@@ -81,6 +81,7 @@ def load_source(
     weights: Weights = "auto",
     kernel_size: int | None = None,
     layer_scale: float | None = None,
+    in_chans: int | None = None,
     seed: int = 0,
     dtype: Any = np.float32,
 ) -> tuple[Conv2Former, str]:
@@ -88,14 +89,16 @@ def load_source(
 
     A file: its weights (``weights`` picks the plain or EMA set of a training checkpoint, torch or c2f-train);
     the architecture from the file's metadata or, for bare weights, from the keys and shapes. Otherwise a
-    variant name ("n", "conv2former_t", "micro", ...): random weights from ``seed`` with ``kernel_size`` and
-    the layer scales ``layer_scale`` (the official init otherwise: the variant's kernel, layer scales 1e-6).
+    variant name ("n", "conv2former_t", "micro", ...): random weights from ``seed`` with ``kernel_size``,
+    the layer scales ``layer_scale`` and ``in_chans`` input channels (otherwise the official init: the
+    variant's kernel, layer scales 1e-6; 3 channels).
     Raises ``FileNotFoundError`` for a path that does not exist, :class:`SourceError` otherwise.
     """
     path = Path(source)
     if path.exists() or path.suffix.lower() in WEIGHT_SUFFIXES or "/" in source:
-        if kernel_size is not None or layer_scale is not None:
-            raise SourceError("--kernel-size and --layer-scale build random weights: give a variant name, not a file")
+        if kernel_size is not None or layer_scale is not None or in_chans is not None:
+            raise SourceError("--kernel-size, --layer-scale and --in-chans build random weights: give a variant "
+                              "name, not a file")  # fmt: skip
         if not path.is_file():
             raise FileNotFoundError(errno.ENOENT, "No such weights file", str(path))
         return _load_file(path, weights, dtype)
@@ -112,6 +115,8 @@ def load_source(
         kw["kernel_size"] = kernel_size
     if layer_scale is not None:
         kw["layer_scale_init_value"] = layer_scale
+    if in_chans is not None:
+        kw["in_chans"] = in_chans
     model = create_model(key, **kw)
     ls = 1e-6 if layer_scale is None else layer_scale
     return model, f"{key}, random init (seed {seed}), kernel {model.kernel_size}, layer scale {ls:g}"
