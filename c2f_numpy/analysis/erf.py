@@ -170,6 +170,9 @@ def effective_receptive_field(
         shape = (work.in_chans, int(hw[0]), int(hw[1]))
         count = int(images)
     elif isinstance(images, np.ndarray):
+        if images.dtype.kind != "f":
+            raise ERFError(f"effective_receptive_field: images must be floating point (normalised as the model "
+                           f"expects), got {images.dtype}")  # fmt: skip
         if images.ndim != 4 or images.shape[0] < 1 or images.shape[1] != work.in_chans:
             raise ERFError(f"effective_receptive_field: images must be (N >= 1, {work.in_chans}, H, W), got "
                            f"{images.shape}")  # fmt: skip
@@ -179,9 +182,7 @@ def effective_receptive_field(
         count = int(images.shape[0])
     else:
         raise ERFError(f"effective_receptive_field: images must be an array or a count, got {type(images).__name__}")
-    fshape = feature_shape(work, shape, stage)
-    if block is not None:  # a block keeps its stage's shape; only the channel count is the stage's
-        fshape = (int(work.dims[stage - 1]), fshape[1], fshape[2])
+    fshape = feature_shape(work, shape, stage)  # a block keeps its stage's shape
 
     was_training = work.training
     work.eval()

@@ -86,11 +86,11 @@ def test_kernels_of_a_checkpoint(files, tmp_path, capsys) -> None:  # type: igno
 
 def test_a_variant_with_random_weights(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
     code, _, err = run(capsys, "erf", "micro", "--kernel-size", 3, "--layer-scale", 1.0, "--stage", 3, "--size", 16,
-                       "-n", 1, "--in-chans", 1, "--no-progress", "-o", tmp_path)  # fmt: skip
+                       "-n", 1, "--in-chans", 1, "--dtype", "float64", "--no-progress", "-o", tmp_path)  # fmt: skip
     assert code == 0, err
     numbers = json.loads((tmp_path / "erf.json").read_text())
     assert numbers["config"]["kernel_size"] == 3 and numbers["feature_shape"] == [128, 2, 2]
-    assert "layer scale 1" in numbers["model"]
+    assert "layer scale 1" in numbers["model"] and numbers["dtype"] == "float64"
 
 
 @pytest.mark.realdata

@@ -127,9 +127,11 @@ def test_bad_requests_raise_clear_errors(kwargs: dict, message: str) -> None:
         effective_receptive_field(tiny(), 1, **kw)
 
 
-def test_images_of_the_wrong_shape_raise() -> None:
+def test_images_of_the_wrong_shape_or_kind_raise() -> None:
     with pytest.raises(ERFError, match=r"images must be \(N >= 1, 3, H, W\)"):
         effective_receptive_field(tiny(), np.zeros((2, 1, SIZE, SIZE)), stage=1)
+    with pytest.raises(ERFError, match="images must be floating point"):
+        effective_receptive_field(tiny(), np.zeros((2, 3, SIZE, SIZE), np.uint8), stage=1)
 
 
 # ------------------------------------------------------------------------------------------- area ratios
