@@ -90,7 +90,7 @@ def kernel_figure(kernels: LearnedKernels, channels: int = 4, title: str = "") -
     for i, mean_abs in enumerate(kernels.stage_mean_abs):
         last = kernels.blocks[max((key for key in kernels.blocks if key.startswith(f"stages.{i}.")),
                                   key=lambda key: int(key.rsplit(".", 1)[1]))]  # fmt: skip
-        axes[i, 0].imshow(mean_abs, cmap="magma", vmin=0)
+        fig.colorbar(axes[i, 0].imshow(mean_abs, cmap="magma", vmin=0), ax=axes[i, 0], shrink=0.8)
         axes[i, 0].set_title(f"stage {i + 1}: mean |w|", fontsize=8)
         for c in range(channels):
             ax = axes[i, c + 1]

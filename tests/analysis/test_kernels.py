@@ -31,4 +31,4 @@ def test_kernels_are_the_depthwise_weights_and_their_stage_means() -> None:
     assert s["stages"][1]["uniform_centre_3x3_share"] == 9 / 25
     assert "0.800" in kernel_table(k).splitlines()[2]
     fig = kernel_figure(k, channels=2)
-    assert len(fig.axes) == 2 * 3
+    assert len(fig.axes) == 2 * 3 + 2  # and a colour bar per stage
