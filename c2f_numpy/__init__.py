@@ -16,6 +16,7 @@ Subpackages and modules (docs/code-map.md shows the layout and which way the imp
 - :mod:`c2f_numpy.data`: data sets, augmentation, the resumable batch loader;
 - :mod:`c2f_numpy.train`: training on CPU (``c2f-train``);
 - :mod:`c2f_numpy.oracle`: layer-by-layer dumps for porting (``c2f-oracle``);
+- :mod:`c2f_numpy.analysis`: effective receptive fields and learned kernels of any model (``c2f-inspect``);
 - :mod:`c2f_numpy.gradcheck` and :mod:`c2f_numpy.testing`: finite differences, the tolerance table;
 - :mod:`c2f_numpy.torch_reference`: the PyTorch replica of the official model (optional, needs torch);
 - :mod:`c2f_numpy.demo`: a first look at one block.

@@ -1,7 +1,7 @@
 """The ERF map (c2f_numpy.analysis.erf) against torch autograd, its summary numbers on maps with known answers,
 and its determinism.
 
-The reference: the PyTorch replica of the official model (tests/torch_reference.py) with the same weights,
+The reference: the PyTorch replica of the official model (c2f_numpy/torch_reference.py) with the same weights,
 autograd from the sum over channels of the chosen output's centre unit to the image, |.| summed over the input
 channels and averaged over the images. float64, the table's float64 tolerance (c2f_numpy.testing). The model is
 tiny (dims 8-16, depths 1-2, 5x5 kernels, 32x32 images) with O(1) weights and layer scales
@@ -25,8 +25,7 @@ from c2f_numpy.analysis import (
     noise_images,
 )
 from c2f_numpy.testing import assert_close, randomize_for_parity
-
-from ..torch_reference import Conv2Former as TorchConv2Former
+from c2f_numpy.torch_reference import Conv2Former as TorchConv2Former
 
 DIMS, DEPTHS, K, SIZE = (8, 16), (1, 2), 5, 32
 
