@@ -1,13 +1,17 @@
 """c2f_numpy (Numba kernels) against PyTorch CPU, interleaved in one process: medians and ratios.
 
-    python benchmarks/bench.py            # everything (about 10 minutes on 2 cores)
-    python benchmarks/bench.py --quick    # the headline rows only
+    python benchmarks/bench.py              # everything (about 15 minutes on 2 cores)
+    python benchmarks/bench.py --quick      # the headline rows only
+    python benchmarks/bench.py --scenarios  # N and micro: c2f_numpy first, torch first, beside a busy process
 
 It compares against the PyTorch replica of the official model, c2f_numpy/torch_reference.py. For stable timings it
 re-executes itself with the allocator settings of docs/performance.md. Both libraries get the same thread
 count (--threads, default: all cores). Rows: depthwise convolution forward and backward on the shapes
 Conv2Former-N runs; the N training step (forward + backward + AdamW) and inference; peak memory of a training
 step, each library in its own process; Numba start-up (cold compile, warm cache); where our step's time goes.
+The scenarios re-run the N and micro rows in fresh processes as users have them: c2f_numpy imported before
+torch, torch imported first, and beside one other CPU-bound process (a 2-thread NumPy GEMM loop); each
+library's slowdown is against its own time in the first. Every result records lscpu's model and flags.
 """
 
 from __future__ import annotations
@@ -175,11 +179,14 @@ def torch_model(
 SMALL_CONFIGS = [("micro", 7, 128, 28, 1), ("mini", 7, 128, 28, 1)]  # Fashion-MNIST shapes, the c2f-train recipes
 
 
-def model_rows(quick: bool, repeats: int, small_only: bool = False) -> list[dict]:
-    configs = [(11, 64, 32), (21, 64, 32)] if quick else [(7, 64, 32), (11, 64, 32), (21, 64, 32), (11, 8, 224)]
-    runs = [] if small_only else [("n", k, b, s, 3) for k, b, s in configs]
+def model_rows(
+    quick: bool, repeats: int, small_only: bool = False, configs: list[tuple[str, int, int, int, int]] | None = None
+) -> list[dict]:
+    if configs is None:
+        sizes = [(11, 64, 32), (21, 64, 32)] if quick else [(7, 64, 32), (11, 64, 32), (21, 64, 32), (11, 8, 224)]
+        configs = ([] if small_only else [("n", k, b, s, 3) for k, b, s in sizes]) + SMALL_CONFIGS
     rows = []
-    for name, k, batch, size, chans in runs + SMALL_CONFIGS:
+    for name, k, batch, size, chans in configs:
         ours = our_model(k, batch, size, name, chans)
         (our_step, our_infer), (torch_step, torch_infer) = ours, torch_model(k, batch, size, name, chans, name != "n")
         so, st = interleaved(our_step, torch_step, repeats)
@@ -267,6 +274,63 @@ def _write_json(path: Path | None, results: dict) -> None:
         atomic_write(path, lambda f: f.write(json.dumps(results, indent=1).encode()))
 
 
+SCENARIOS = ("c2f_first", "torch_first", "busy")
+SCENARIO_CONFIGS = [("n", 11, 64, 32, 3), ("micro", 7, 128, 28, 1)]  # the threading issue's rows
+
+
+def _busy_loop(seconds: float) -> None:
+    """The competing process of the ``busy`` scenario: a 2-thread NumPy GEMM loop, as a second job would be."""
+    import numpy as np
+
+    a = np.random.default_rng(0).random((1000, 1000), dtype=np.float32)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        a @ a
+
+
+def scenario_rows(scenario: str, threads: int, repeats: int) -> list[dict]:
+    """The N and micro rows in a process set up as ``scenario``: c2f_numpy imported before torch, torch imported
+    first (what a notebook that cross-checks does), or c2f_numpy first beside a busy process."""
+    if scenario == "torch_first":
+        import torch
+    import torch
+
+    import c2f_numpy  # noqa: F401
+
+    torch.set_num_threads(threads)
+    competitor = None
+    if scenario == "busy":
+        env = os.environ | {"OPENBLAS_NUM_THREADS": "2"}
+        competitor = subprocess.Popen([sys.executable, __file__, "--busy", "3600"], env=env)
+    try:
+        return model_rows(quick=True, repeats=repeats, configs=SCENARIO_CONFIGS)
+    finally:
+        if competitor is not None:
+            competitor.kill()
+            competitor.wait()
+
+
+def run_scenarios(args: argparse.Namespace) -> dict:
+    """Each scenario in a fresh process (import order is decided once per process); slowdowns against c2f_first."""
+    results: dict = {}
+    for scenario in SCENARIOS:
+        print(f"scenario {scenario}:", flush=True)
+        with tempfile.NamedTemporaryFile(suffix=".json") as tmp:
+            cmd = [sys.executable, __file__, "--scenario", scenario, "--threads", str(args.threads),
+                   "--repeats", str(args.repeats), "--json", tmp.name]  # fmt: skip
+            subprocess.run(cmd, check=True, env=os.environ)
+            results[scenario] = json.loads(Path(tmp.name).read_text())["model"]
+    base = {r["config"]: r for r in results["c2f_first"]}
+    for scenario in SCENARIOS[1:]:
+        for r in results[scenario]:
+            q = base[r["config"]]
+            ours = q["train_ours_ips"] / r["train_ours_ips"]
+            theirs = q["train_torch_ips"] / r["train_torch_ips"]
+            r["train_slowdown_ours"], r["train_slowdown_torch"] = ours, theirs
+            print(f"  {scenario} {r['config']}: training step {ours:.2f}x its c2f_first time (PyTorch {theirs:.2f}x)")
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -274,8 +338,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", type=Path, help="also write the results here (atomically)")
     parser.add_argument("--small", action="store_true", help="only the small-image models' rows")
+    scenarios_help = "only the N and micro rows, in three processes: c2f_numpy first, torch first, busy"
+    parser.add_argument("--scenarios", action="store_true", help=scenarios_help)
+    parser.add_argument("--scenario", choices=SCENARIOS, help=argparse.SUPPRESS)
+    parser.add_argument("--busy", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.busy:
+        _busy_loop(args.busy)
+        return
     if args.child:
         kind, k, b, s = args.child
         _child(kind, int(k), int(b), int(s))
@@ -283,25 +354,53 @@ def main() -> None:
     wanted = ALLOCATOR | {"C2F_NUM_THREADS": str(args.threads)}
     if any(os.environ.get(k) != v for k, v in wanted.items()):  # allocator settings only work from the start
         os.execve(sys.executable, [sys.executable, *sys.argv], os.environ | wanted)
-    user_wait_policy = "OMP_WAIT_POLICY" in os.environ
-    import c2f_numpy  # noqa: I001  (first: it sets the threading environment before NumPy and Numba start)
-    import numpy as np
-
-    c2f_numpy.conv2former_n(num_classes=10)(np.zeros((1, 3, 32, 32), np.float32))  # starts Numba's OpenMP pool
-    if not user_wait_policy:  # torch's own OpenMP runtime (a separate copy) starts with its defaults: its best
-        os.environ.pop("OMP_WAIT_POLICY", None)
+    if args.scenario:
+        _write_json(args.json, {"model": scenario_rows(args.scenario, args.threads, args.repeats)})
+        return
+    _print_machine()
+    if args.scenarios:
+        _write_json(args.json, {"machine": _machine(), "scenarios": run_scenarios(args)})
+        return
     import torch
+
+    import c2f_numpy
 
     torch.set_num_threads(args.threads)
     print(f"threads: {args.threads}, torch {torch.__version__}, c2f_numpy {c2f_numpy.__version__}", flush=True)
     if args.small:
-        _write_json(args.json, {"model": model_rows(args.quick, 7, small_only=True)})
+        _write_json(args.json, {"machine": _machine(), "model": model_rows(args.quick, 7, small_only=True)})
         return
-    results = {"depthwise": depthwise_rows(args.quick, args.repeats), "model": model_rows(args.quick, 5)}
+    results = {"machine": _machine(), "depthwise": depthwise_rows(args.quick, args.repeats),
+               "model": model_rows(args.quick, 5)}  # fmt: skip
+    if not args.quick:
+        results["scenarios"] = run_scenarios(args)
     results["peak_memory_mb"] = peak_memory()
     results["jit"] = jit_startup()
     results["profile"] = profile_step()
     _write_json(args.json, results)
+
+
+def _machine() -> dict:
+    """lscpu's model and flags (every benchmark result records them), the load and the steal time at the start."""
+    info = {"model": "", "flags": "", "loadavg": Path("/proc/loadavg").read_text().split()[:3]}
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        lscpu = ""
+    for line in lscpu.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Model name":
+            info["model"] = value.strip()
+        elif key.strip() == "Flags":
+            info["flags"] = " ".join(f for f in value.split() if f.startswith(("avx", "fma", "amx")))
+    cpu = Path("/proc/stat").read_text().splitlines()[0].split()
+    info["steal_fraction"] = int(cpu[8]) / max(1, sum(int(v) for v in cpu[1:]))
+    return info
+
+
+def _print_machine() -> None:
+    m = _machine()
+    print(f"machine: {m['model']} ({m['flags']}), load {' '.join(m['loadavg'])}, steal {m['steal_fraction']:.1%}")
 
 
 if __name__ == "__main__":

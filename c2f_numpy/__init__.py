@@ -24,16 +24,13 @@ Subpackages and modules (docs/code-map.md shows the layout and which way the imp
 
 import os as _os
 
-# Threading, decided before NumPy's OpenBLAS and Numba's OpenMP pool start (they read these once, at start-up).
-# C2F_NUM_THREADS is the one knob for the thread count. OpenMP workers that spin after a parallel region, and
-# OpenBLAS workers that spin after a GEMM, take the cores from each other, and a training step then takes several
-# times as long (docs/performance.md, "Threads"). PASSIVE waiting and a short OpenBLAS spin keep each pool off the
-# cores while the other works. Defaults only: a value the user set wins. The OpenBLAS setting takes effect only if
-# NumPy was not imported before us.
+# Threading, decided before NumPy's OpenBLAS and Numba start (they read these once, at start-up).
+# C2F_NUM_THREADS is the one knob for the thread count; a value the user set for a library's own variable wins.
+# The fast copy runs on one Numba pool (kernels/pool.py chooses its threading layer); NumPy's OpenBLAS serves the
+# teaching copy, and a short spin keeps its idle workers from holding the cores after a GEMM (docs/performance.md).
 if _os.environ.get("C2F_NUM_THREADS"):
     for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         _os.environ.setdefault(_var, _os.environ["C2F_NUM_THREADS"])
-_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 _os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 # The environment above must be set before these imports start NumPy and Numba.

@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .pool import parallel_kernel
+
 
 @njit(cache=True)
 def _sums(a: np.ndarray, b: np.ndarray, with_dot: bool) -> tuple[np.ndarray, np.ndarray]:  # pragma: no cover
@@ -68,7 +70,7 @@ def channel_mean_var(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(x.dtype), var.astype(x.dtype)
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel()
 def batch_norm_rows(x: np.ndarray, mean: np.ndarray, rstd: np.ndarray, weight: np.ndarray, bias: np.ndarray,
                     xhat: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover  # fmt: skip
     """xhat = (x - mean) * rstd, y = weight * xhat + bias, per row."""
@@ -81,7 +83,7 @@ def batch_norm_rows(x: np.ndarray, mean: np.ndarray, rstd: np.ndarray, weight: n
             yr[ch] = weight[ch] * h + bias[ch]
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel()
 def batch_norm_rows_backward(dout: np.ndarray, xhat: np.ndarray, scale: np.ndarray, mean_dout: np.ndarray,
                              mean_dout_xhat: np.ndarray, dx: np.ndarray) -> None:  # pragma: no cover  # fmt: skip
     """dx = scale * (dout - mean_dout - xhat * mean_dout_xhat) per row (scale = weight * rstd); eval mode passes

@@ -19,7 +19,9 @@ not depend on the thread count.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from .pool import parallel_kernel
 
 # Inner loops copy one run of values between flat (1-d) views at offsets computed here, not through a view per
 # row: with C = 1 a run is only kw values, and building a view for each cost as much as the copy itself.
@@ -27,7 +29,7 @@ from numba import njit, prange
 # keeps LLVM from vectorising the copy (measured 5x slower at C = 24). Every offset here is >= 0 by construction.
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel()
 def gather_taps(
     x: np.ndarray, cols: np.ndarray, pad_top: int, pad_left: int, stride_h: int, stride_w: int
 ) -> None:  # pragma: no cover - jit
@@ -54,7 +56,7 @@ def gather_taps(
                     cols_flat[dst + e] = x_flat[src + e]
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel()
 def scatter_add_taps(
     dcols: np.ndarray, dx: np.ndarray, pad_top: int, pad_left: int, stride_h: int, stride_w: int
 ) -> None:  # pragma: no cover - jit

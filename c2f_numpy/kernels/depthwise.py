@@ -30,6 +30,7 @@ import numpy as np
 from numba import njit, prange
 
 from .channels import channel_sums
+from .pool import parallel_kernel
 
 # fastmath: only 'contract' (fused multiply-add); no reassociation, so every sum has a fixed order.
 _FLAGS = {"contract"}
@@ -101,7 +102,7 @@ def _make_correlate(k: int) -> Callable[..., None]:
     the accumulators in registers (1.6-2.9x a kernel with k as an argument). Each k compiles once (cached)."""
     k_main, k_rest = k - k % JB, k % JB
 
-    @njit(parallel=True, fastmath=_FLAGS, cache=True)
+    @parallel_kernel(fastmath=_FLAGS)
     def correlate_k(src: np.ndarray, w: np.ndarray, out: np.ndarray, offset: int) -> None:  # pragma: no cover
         """out[n, y, x, :] += sum_{i,j} w[i, j, :] * src[n, y + i - offset, x + j - offset, :] (zero outside src).
 
@@ -146,7 +147,7 @@ def _make_weight_grad(k: int) -> Callable[..., np.ndarray]:
     """The kernel below for one kernel size k (as :func:`_make_correlate`)."""
     k_main, k_rest = k - k % JB, k % JB
 
-    @njit(parallel=True, fastmath=_FLAGS, cache=True)
+    @parallel_kernel(fastmath=_FLAGS)
     def weight_grad_k(dout: np.ndarray, src: np.ndarray, offset: int, blocks: int) -> np.ndarray:  # pragma: no cover
         """partials[b, i, j, c] = sum over the images of block b of dout[n, y, x, c] * src[n, y+i-off, x+j-off, c].
 
@@ -212,7 +213,7 @@ def _multiply_add(acc: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:  # pra
         acc[q] += a[q] * b[q]
 
 
-@njit(parallel=True, fastmath=_FLAGS, cache=True)
+@parallel_kernel(fastmath=_FLAGS)
 def _correlate_rows(src: np.ndarray, w: np.ndarray, out: np.ndarray, offset: int) -> None:  # pragma: no cover - jit
     """``correlate`` a tap at a time over whole rows: for tap (i, j), the output pixels whose source pixel is
     inside the image form one contiguous run of (pixels x C) values, updated in one flat loop against the tiled
@@ -238,7 +239,7 @@ def _correlate_rows(src: np.ndarray, w: np.ndarray, out: np.ndarray, offset: int
                 _multiply_add(o[lo:hi], wt[i, j, lo:hi], row[lo + shift : hi + shift])
 
 
-@njit(parallel=True, fastmath=_FLAGS, cache=True)
+@parallel_kernel(fastmath=_FLAGS)
 def _weight_grad_rows(
     dout: np.ndarray, src: np.ndarray, k: int, offset: int, blocks: int
 ) -> np.ndarray:  # pragma: no cover

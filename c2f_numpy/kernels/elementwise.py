@@ -15,6 +15,8 @@ from llvmlite import ir as llvm_ir
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
+from .pool import parallel_kernel
+
 _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 
@@ -50,7 +52,7 @@ _F32_EXP_WMAX = _f32(42.0)
 _F32_GELU_CUT = _f32(9.0)  # |GELU(-9)| = 1e-18; for x > 9, GELU(x) rounds to x
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel()
 def layer_norm_rows(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float,
                     y: np.ndarray, xhat: np.ndarray, rstd: np.ndarray) -> None:  # pragma: no cover  # fmt: skip
     """Per row: xhat = (x - mean) / sqrt(var + eps) (biased variance), y = weight * xhat + bias."""
@@ -75,7 +77,7 @@ def layer_norm_rows(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: fl
             yr[ch] = weight[ch] * v + bias[ch]
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel()
 def layer_norm_rows_backward(dout: np.ndarray, xhat: np.ndarray, rstd: np.ndarray, weight: np.ndarray,
                              dx: np.ndarray) -> None:  # pragma: no cover  # fmt: skip
     """Per row, with g = dout * weight: dx = rstd * (g - mean(g) - xhat * mean(g * xhat))."""
@@ -96,14 +98,14 @@ def layer_norm_rows_backward(dout: np.ndarray, xhat: np.ndarray, rstd: np.ndarra
             out[ch] = rs * (d[ch] * weight[ch] - mg - xh[ch] * mgx)
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel()
 def gelu_flat_f64(x: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover
     """The exact (erf) GELU in float64: y = x * Phi(x), Phi(x) = erfc(-x / sqrt 2) / 2 (accurate for x < 0)."""
     for i in prange(x.size):
         y[i] = _gelu_f64(x[i])
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel()
 def gelu_flat_f64_backward(x: np.ndarray, dout: np.ndarray, dx: np.ndarray) -> None:  # pragma: no cover
     """Backward of :func:`gelu_flat_f64`: dx = dout * (Phi(x) + x * phi(x))."""
     for i in prange(x.size):
@@ -207,7 +209,7 @@ _dispatch_on_float_type(gelu_scalar, _gelu_f32, _gelu_f64)
 _dispatch_on_float_type(gelu_grad_scalar, _gelu_grad_f32, _gelu_grad_f64)
 
 
-@njit(parallel=True, fastmath={"contract"}, cache=True)
+@parallel_kernel(fastmath={"contract"})
 def gelu_flat_f32(x: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover
     """The exact (erf) GELU in float32, x * Phi(x) (x - x * Phi(-x) for x > 0), vectorized (see above).
 
@@ -217,7 +219,7 @@ def gelu_flat_f32(x: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover
         y[i] = _gelu_f32(x[i])
 
 
-@njit(parallel=True, fastmath={"contract"}, cache=True)
+@parallel_kernel(fastmath={"contract"})
 def gelu_flat_f32_backward(x: np.ndarray, dout: np.ndarray, dx: np.ndarray) -> None:  # pragma: no cover
     """Backward of :func:`gelu_flat_f32`: dout * (Phi(x) + x * phi(x)), phi from the same exponential."""
     for i in prange(x.size):
@@ -230,7 +232,7 @@ def gelu_flat_f32_backward(x: np.ndarray, dout: np.ndarray, dx: np.ndarray) -> N
 # gradients. float32 and float64 alike (gelu_scalar picks the form by type).
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel()
 def add_bias_rows(x: np.ndarray, b: np.ndarray) -> None:  # pragma: no cover
     """In place, x (M, C) += b (C,)."""
     m, c = x.shape
@@ -240,7 +242,7 @@ def add_bias_rows(x: np.ndarray, b: np.ndarray) -> None:  # pragma: no cover
             xr[ch] += b[ch]
 
 
-@njit(parallel=True, fastmath={"contract"}, cache=True)
+@parallel_kernel(fastmath={"contract"})
 def bias_gelu_rows(h: np.ndarray, b: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover
     """y = GELU(h + b), h and y (M, C), b (C,)."""
     m, c = h.shape
@@ -250,7 +252,7 @@ def bias_gelu_rows(h: np.ndarray, b: np.ndarray, y: np.ndarray) -> None:  # prag
             yr[ch] = gelu_scalar(hr[ch] + b[ch])
 
 
-@njit(parallel=True, fastmath={"contract"}, cache=True)
+@parallel_kernel(fastmath={"contract"})
 def bias_gelu_rows_backward(h: np.ndarray, b: np.ndarray, dy: np.ndarray, dh: np.ndarray) -> None:  # pragma: no cover
     """dh = dy * GELU'(h + b)."""
     m, c = h.shape
@@ -260,21 +262,21 @@ def bias_gelu_rows_backward(h: np.ndarray, b: np.ndarray, dy: np.ndarray, dh: np
             dhr[ch] = dyr[ch] * gelu_grad_scalar(hr[ch] + b[ch])
 
 
-@njit(parallel=True, fastmath={"contract"}, cache=True)
+@parallel_kernel(fastmath={"contract"})
 def gelu_add_flat(p: np.ndarray, r: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover
     """y = r + GELU(p), flat arrays of one size."""
     for i in prange(p.size):
         y[i] = r[i] + gelu_scalar(p[i])
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel()
 def mul_flat(a: np.ndarray, v: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover
     """out = a * v."""
     for i in prange(a.size):
         out[i] = a[i] * v[i]
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel()
 def mul_flat_backward(dm: np.ndarray, a: np.ndarray, v: np.ndarray, da: np.ndarray,
                       dv: np.ndarray) -> None:  # pragma: no cover  # fmt: skip
     """The product rule of m = a * v in one pass: da = dm * v, dv = dm * a."""

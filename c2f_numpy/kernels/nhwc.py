@@ -54,6 +54,7 @@ from .elementwise import (
     mul_flat,
     mul_flat_backward,
 )
+from .gemm import matmul, matmul_tn
 
 NHWC = "(N, H, W, C)"
 LN_EPS = 1e-6
@@ -128,13 +129,13 @@ def conv2d_forward(
     out = np.empty((n, ho, wo, co), dtype=x.dtype)
     if _is_patchify((kh, kw), pads, s):  # the taps are a permutation of x: one copy, one GEMM, kept for dw
         cols = _gather_taps(x, (kh, kw), pads, s, (ho, wo))
-        np.matmul(cols, w_mat, out=out.reshape(-1, co))
+        matmul(cols, w_mat, out=out.reshape(-1, co))
         cache_x = cols
     else:  # overlapping taps: im2col a chunk of images at a time (see _image_chunks), kept: x itself
         buf = None
         for n0, n1 in _image_chunks(n, ho * wo * kh * kw * c * x.itemsize):
             buf = _gather_taps(x[n0:n1], (kh, kw), pads, s, (ho, wo), buf)
-            np.matmul(buf[: (n1 - n0) * ho * wo], w_mat, out=out[n0:n1].reshape(-1, co))
+            matmul(buf[: (n1 - n0) * ho * wo], w_mat, out=out[n0:n1].reshape(-1, co))
         cache_x = x
     if b is not None:
         out += b
@@ -217,8 +218,8 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache) -> tuple[np.ndarray, n
     d2 = dout.reshape(-1, co)
     w_mat_t = cache.w_mat.T  # the transposed operands are views that BLAS reads as they are (a flag, no copy)
     if _is_patchify((kh, kw), cache.pads, cache.stride):  # cache.x is the im2col matrix (N*Ho*Wo, kh*kw*C_in)
-        dw_mat = cache.x.T @ d2
-        dx = _scatter_patches((d2 @ w_mat_t).reshape(n, ho, wo, kh, kw, c), cache.x_shape)
+        dw_mat = matmul_tn(cache.x, d2)
+        dx = _scatter_patches(matmul(d2, w_mat_t).reshape(n, ho, wo, kh, kw, c), cache.x_shape)
     else:  # cache.x is the input: the forward's chunks again, their taps gathered anew
         dx = np.empty(cache.x_shape, dtype=d2.dtype)
         dw_mat = np.zeros((kh * kw * c, co), dtype=d2.dtype)
@@ -227,9 +228,9 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache) -> tuple[np.ndarray, n
             rows = slice(0, (n1 - n0) * ho * wo)
             buf = _gather_taps(cache.x[n0:n1], (kh, kw), cache.pads, cache.stride, (ho, wo), buf)
             d2c = d2[n0 * ho * wo : n1 * ho * wo]
-            dw_mat += buf[rows].T @ d2c  # chunk by chunk, in order: a fixed sum
+            dw_mat += matmul_tn(buf[rows], d2c)  # chunk by chunk, in order: a fixed sum
             dbuf = np.empty_like(buf) if dbuf is None else dbuf
-            np.matmul(d2c, w_mat_t, out=dbuf[rows])
+            matmul(d2c, w_mat_t, out=dbuf[rows])
             dcols = dbuf[rows].reshape(n1 - n0, ho, wo, kh, kw, c)
             scatter_add_taps(dcols, dx[n0:n1], cache.pads[0], cache.pads[2], *cache.stride)  # zeroes, then adds
     dw = dw_mat.reshape(kh, kw, c, co).transpose(3, 2, 0, 1)
@@ -253,7 +254,7 @@ def conv1x1_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -
     if ci != x.shape[-1]:
         raise OpInputError(f"{op}: channel mismatch: x has C_in={x.shape[-1]}, w expects C_in={ci}")
     b = check_optional(op, "b", b, (co,), x.dtype, "(C_out,)")
-    out = x.reshape(-1, ci) @ w.reshape(co, ci).T
+    out = matmul(x.reshape(-1, ci), w.reshape(co, ci).T)
     if b is not None:
         add_bias_rows(out, b)
     return out.reshape(*x.shape[:3], co), Conv1x1Cache(x, w, b is not None)
@@ -264,8 +265,8 @@ def conv1x1_backward(dout: np.ndarray, cache: Conv1x1Cache) -> tuple[np.ndarray,
     co, ci = w.shape[:2]
     dout = check_grad_out("conv1x1 (nhwc)", dout, (*x.shape[:3], co), x.dtype)
     d2 = dout.reshape(-1, co)
-    dx = (d2 @ w.reshape(co, ci)).reshape(x.shape)
-    dw = (d2.T @ x.reshape(-1, ci)).reshape(w.shape)
+    dx = matmul(d2, w.reshape(co, ci)).reshape(x.shape)
+    dw = matmul_tn(d2, x.reshape(-1, ci)).reshape(w.shape)
     return dx, dw, (channel_sums(d2) if cache.has_bias else None)
 
 

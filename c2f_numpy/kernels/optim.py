@@ -7,6 +7,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .pool import parallel_kernel
+
 # Below this many elements one thread does the update: waking the pool costs more than it saves. Most of a
 # Conv2Former's ~140 parameter arrays are biases and norm scales of 32-512 elements, so a parallel loop on every
 # array would pay the wake-up ~140 times a step for almost no work.
@@ -26,7 +28,7 @@ def _adamw_element(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, i
     p[i] = p[i] * shrink - step * mi / (math.sqrt(vi) / root_bc2 + eps)
 
 
-@njit(parallel=True, cache=True)
+@parallel_kernel()
 def _adamw_parallel(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, lr: float, b1: float, b2: float,
                     eps: float, decay: float, bc1: float, bc2: float) -> None:  # pragma: no cover  # fmt: skip
     shrink, step, root_bc2 = 1.0 - lr * decay, lr / bc1, math.sqrt(bc2)

@@ -1,0 +1,108 @@
+"""The fast copy's matrix products on the Numba pool: fixed blocks, one single-threaded BLAS call each.
+
+    matmul(a, b)     (M, K) @ (K, N)     rows of a in blocks of ROW_BLOCK, one BLAS call per block
+    matmul_tn(a, b)  (M, K)^T @ (M, N)   the sum over M (pixels) in fixed chunks, partial products summed in order
+
+Why not ``a @ b``: NumPy's OpenBLAS runs its own pool of threads beside Numba's, and on a busy machine the two
+pools wait for each other's descheduled threads (:mod:`.pool`). Here the Numba pool hands out the blocks and
+each block is one call into SciPy's OpenBLAS (the BLAS that Numba's ``np.dot`` binds to), held at one thread.
+
+Determinism: the blocks and chunks depend only on the shapes, each block is computed by one single-threaded
+BLAS call, and ``matmul_tn`` adds its partial products in chunk order, so the results are bitwise the same at any
+thread count.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS that Numba's np.dot calls, so it can be limited)
+from numba import prange
+from threadpoolctl import ThreadpoolController
+
+from .pool import parallel_kernel
+
+ROW_BLOCK = 256  # rows of a per BLAS call: ~100 blocks for a 28x28 batch-128 map, enough to balance 2-8 threads
+TN_CHUNK_ROWS = 4096  # rows of the sum per partial product of matmul_tn
+TN_MAX_CHUNKS = 32  # at most this many partials (their memory: chunks x K x N values)
+
+
+def _limit_scipy_blas() -> None:
+    """Hold SciPy's BLAS at one thread: it runs inside the pool's threads. NumPy's own BLAS (a separate library
+    in the PyPI wheels) is left alone; where the two cannot be told apart, every BLAS is held at one thread."""
+    blas = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
+    scipy_own = [lib for lib in blas if "scipy" in Path(lib.filepath).parent.name]
+    for lib in scipy_own or blas:
+        lib.set_num_threads(1)
+
+
+_limit_scipy_blas()
+
+
+@parallel_kernel()
+def _matmul_blocks(a: np.ndarray, b: np.ndarray, out: np.ndarray, block: int) -> None:  # pragma: no cover - jit
+    m = a.shape[0]
+    for i in prange((m + block - 1) // block):
+        r0 = i * block
+        r1 = min(m, r0 + block)
+        np.dot(a[r0:r1], b, out[r0:r1])
+
+
+@parallel_kernel()
+def _matmul_tn_chunks(a: np.ndarray, b: np.ndarray, parts: np.ndarray, per: int) -> None:  # pragma: no cover - jit
+    m = a.shape[0]
+    for i in prange(parts.shape[0]):
+        r0 = i * per
+        r1 = min(m, r0 + per)
+        np.dot(a[r0:r1].T, b[r0:r1], parts[i])
+
+
+@parallel_kernel()
+def _sum_parts(parts: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - jit
+    """out = parts[0] + parts[1] + ... in that order, row by row in parallel."""
+    for r in prange(out.shape[0]):
+        o = out[r]
+        o[:] = parts[0, r]
+        for i in range(1, parts.shape[0]):
+            o += parts[i, r]
+
+
+def _operand(x: np.ndarray) -> np.ndarray:
+    """BLAS reads C- or F-contiguous matrices as they are (a transposed view is a flag); anything else is copied."""
+    return x if x.flags.c_contiguous or x.flags.f_contiguous else np.ascontiguousarray(x)
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """a @ b for a (M, K) and b (K, N) of one float dtype; ``out`` (M, N), C-contiguous, if given."""
+    m, k = a.shape
+    n = b.shape[1]
+    if b.shape[0] != k or a.dtype != b.dtype:
+        raise ValueError(f"matmul: a {a.shape} {a.dtype} and b {b.shape} {b.dtype} do not chain")
+    if out is None:
+        out = np.empty((m, n), dtype=a.dtype)
+    elif out.shape != (m, n) or out.dtype != a.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"matmul: out must be a C-contiguous ({m}, {n}) {a.dtype} array, got {out.shape} {out.dtype}")
+    if m and n:
+        _matmul_blocks(np.ascontiguousarray(a), _operand(b), out, ROW_BLOCK)
+    return out
+
+
+def matmul_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a.T @ b for a (M, K) and b (M, N): the weight gradient of a GEMM, summed over the M rows (the pixels)."""
+    m, k = a.shape
+    n = b.shape[1]
+    if b.shape[0] != m or a.dtype != b.dtype:
+        raise ValueError(f"matmul_tn: a {a.shape} {a.dtype} and b {b.shape} {b.dtype} do not share their rows")
+    chunks = max(1, min(TN_MAX_CHUNKS, -(-m // TN_CHUNK_ROWS)))
+    per = -(-m // chunks) if m else 1
+    parts = np.empty((chunks, k, n), dtype=a.dtype)
+    if m == 0:
+        parts[:] = 0
+    else:
+        _matmul_tn_chunks(np.ascontiguousarray(a), np.ascontiguousarray(b), parts, per)
+    if chunks == 1:
+        return parts[0]
+    out = np.empty((k, n), dtype=a.dtype)
+    _sum_parts(parts, out)
+    return out
