@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
-from ..io import atomic_open
+from ..io import FileFormatError, atomic_open
 
 __all__ = [
     "ChecksumError",
@@ -52,7 +52,7 @@ class DataError(Exception):
     """Base class of every error raised by :mod:`c2f_numpy.data`."""
 
 
-class DataFormatError(DataError):
+class DataFormatError(DataError, FileFormatError):
     """A data file is truncated, corrupt or not in the expected format; the message names the file."""
 
 

@@ -34,7 +34,7 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
-from ..io import CheckpointError, load_weights, save_weights
+from ..io import CheckpointError, FileFormatError, load_weights, save_weights
 from ..nn import Module, observe
 from ..version import __version__
 
@@ -60,7 +60,7 @@ DUMP_SUFFIXES: Final = (".npz", ".safetensors")
 Repeated = Literal["skip", "record"]
 
 
-class DumpFileError(ValueError):
+class DumpFileError(FileFormatError):
     """A dump file cannot be read or written: missing, wrong format, corrupt, truncated or empty."""
 
 
