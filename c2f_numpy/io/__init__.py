@@ -21,9 +21,10 @@ from .torch_pth import (
     load_torch_checkpoint,
     read_torch_file,
 )
-from .weights import METADATA_KEY, WeightsFileError, load_weights, save_weights
+from .weights import ENTRIES_KEY, METADATA_KEY, WeightsFileError, load_npy, load_weights, save_weights
 
 __all__ = [
+    "ENTRIES_KEY",
     "METADATA_KEY",
     "CheckpointError",
     "FileFormatError",
@@ -35,6 +36,7 @@ __all__ = [
     "WeightsFileError",
     "atomic_open",
     "atomic_write",
+    "load_npy",
     "load_torch_checkpoint",
     "load_weights",
     "read_torch_file",

@@ -23,6 +23,7 @@ a message of bounded length. Public API: :func:`safe_unpickle`, :class:`Unpickle
 
 from __future__ import annotations
 
+import codecs
 import struct
 from collections.abc import Callable
 from typing import Final, Protocol
@@ -331,7 +332,17 @@ def _text(m: _Machine, n: int) -> None:
 
 
 def _py2_string(m: _Machine, n: int) -> None:
-    raw = m.take(n)
+    _push_ascii(m, m.take(n))
+
+
+def _string_text(m: _Machine) -> None:
+    text = m.line()
+    if len(text) < 2 or text[0] != text[-1] or text[:1] not in (b"'", b'"'):
+        raise m.fail("expected a quoted string argument for STRING")
+    _push_ascii(m, codecs.escape_decode(text[1:-1])[0])
+
+
+def _push_ascii(m: _Machine, raw: bytes) -> None:
     try:
         m.push(raw.decode("ascii"))
     except UnicodeDecodeError:
@@ -553,8 +564,8 @@ _HANDLERS: Final[dict[int, Callable[[_Machine], None]]] = {
     ord("P"): _refuse("PERSID"),
     ord("i"): _refuse("INST"),
     ord("o"): _refuse("OBJ"),
-    ord("S"): _refuse("STRING"),
-    ord("V"): _refuse("UNICODE"),
+    ord("S"): _string_text,  # STRING
+    ord("V"): lambda m: m.push(m.line().decode("raw-unicode-escape")),  # UNICODE
     0x82: _refuse("EXT1"),
     0x83: _refuse("EXT2"),
     0x84: _refuse("EXT4"),

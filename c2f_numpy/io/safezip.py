@@ -123,8 +123,8 @@ class SafeZip:
         if sig != b"PK\x05\x06" or comment != 0:
             # Our writers, torch.save and numpy never write a zip comment.
             raise self.error(
-                "expected the zip end-of-central-directory record as the file's last 22 bytes (no comment, "
-                "nothing appended), found none: the zip archive is corrupt or truncated, appended to, or not a zip"
+                "the zip archive is corrupt or truncated: expected its end-of-central-directory record as the "
+                "file's last 22 bytes (no comment, nothing appended), found none"
             )
         if disk != 0 or cd_disk != 0:
             raise self.error(f"expected a single-disk zip archive, found disk numbers {disk}, {cd_disk}")
