@@ -33,6 +33,7 @@ from typing import Final
 
 import numpy as np
 
+from ..io import atomic_write
 from ..io.safezip import MAX_DEFLATE_RATIO
 from .download import DataFormatError, DataNotFoundError, DownloadError, resolve_data_dir
 from .download import download as download_file
@@ -153,7 +154,7 @@ def read_idx(path: str | os.PathLike[str], *, magic: int | None = None) -> np.nd
 def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> Path:
     """Write ``array`` as an IDX file, gzip-compressed when the name ends in ``.gz`` (used by tests and tools).
 
-    Supported dtypes: uint8, int8, int16, int32, float32, float64; at least one dimension.
+    Supported dtypes: uint8, int8, int16, int32, float32, float64; at least one dimension. Written atomically.
     """
     arr = np.asarray(array)
     code = _IDX_CODES.get(arr.dtype.newbyteorder("="))
@@ -164,8 +165,7 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> Path:
     p = Path(path)
     if p.name.endswith(".gz"):
         payload = gzip.compress(payload, mtime=0)
-    p.write_bytes(payload)
-    return p
+    return atomic_write(p, lambda fh: fh.write(payload))
 
 
 @dataclass(frozen=True)
