@@ -220,7 +220,7 @@ def _first_mapping(obj: Mapping[Any, object], keys: tuple[str, ...]) -> tuple[st
 
 
 def _keys_text(obj: Mapping[Any, object]) -> str:
-    keys = [repr(k) for k in list(obj)[:20]]
+    keys = [brief(k, 40) for k in list(obj)[:20]]
     return ", ".join(keys) + (", ..." if len(obj) > 20 else "")
 
 
@@ -229,10 +229,10 @@ def _as_state_dict(obj: Mapping[Any, object], path: str, where: str) -> dict[str
     out: dict[str, np.ndarray] = {}
     for key, value in obj.items():
         if not isinstance(key, str):
-            raise CheckpointError(f"{path}: expected a state dict at {where}, but it has a key {key!r}")
+            raise CheckpointError(f"{path}: expected a state dict at {where}, but it has a key {brief(key)}")
         if not isinstance(value, np.ndarray):
             raise CheckpointError(
-                f"{path}: expected a state dict (names -> tensors) at {where}, but {key!r} holds a "
+                f"{path}: expected a state dict (names -> tensors) at {where}, but {brief(key)} holds a "
                 f"{type(value).__name__}; recognised checkpoint keys are {_PLAIN_KEYS + _EMA_KEYS}"
             )
         out[key] = value
@@ -284,4 +284,4 @@ def load_torch_checkpoint(
             f"its top-level keys are: {_keys_text(obj)}"
         )
     key, state_dict = chosen
-    return _as_state_dict(state_dict, p, f"key {key!r}")
+    return _as_state_dict(state_dict, p, f"key {brief(key)}")
