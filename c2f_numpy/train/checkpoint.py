@@ -140,6 +140,13 @@ def _check_meta(path: Path, meta: dict[str, Any], model_config: object) -> None:
         raise TrainCheckpointError(f"{path}: expected 'worker_drop_path_rngs' to be a list of generator states")
     if not isinstance(model_config, dict):
         raise TrainCheckpointError(f"{path}: expected {MODEL_CONFIG_KEY!r} to be a JSON object")
+    from .loop import TrainConfig  # (loop imports this module)
+
+    try:
+        TrainConfig.from_dict(meta["config"])  # what --resume rebuilds the run from
+    except (TypeError, ValueError) as exc:
+        detail = exc.args[0] if exc.args and isinstance(exc.args[0], str) else type(exc).__name__
+        raise TrainCheckpointError(f"{path}: the stored training config is not valid ({brief(detail, 300)})") from None
 
 
 def _kind_name(kind: type | tuple[type, ...]) -> str:

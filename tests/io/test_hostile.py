@@ -363,3 +363,9 @@ def test_idx_header_claiming_16_gib(tmp_path: Path, gz: bool) -> None:
     huge = bytes([0, 0, 8, 3]) + struct.pack(">3i", 1 << 14, 1 << 12, 6) + bytes(64)  # 1.5 GiB (one under 16)
     path.write_bytes(gzip.compress(huge) if gz else huge)
     _raises(DataFormatError, path, read_idx)
+
+
+def test_checkpoint_with_an_invalid_training_config_is_named(tmp_path: Path) -> None:
+    # --resume rebuilt TrainConfig from it and died with a TypeError traceback.
+    path = save_checkpoint(tmp_path / "c.npz", Checkpoint(_state(), {}, None, {**_meta(), "config": {"epochs": "x"}}))
+    _raises(TrainCheckpointError, path, load_checkpoint, "stored training config is not valid")
