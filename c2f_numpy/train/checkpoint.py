@@ -86,7 +86,8 @@ def load_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     try:
         arrays, metadata = load_weights(p)
     except WeightsFileError as exc:
-        raise TrainCheckpointError(f"{p}: not a readable checkpoint ({exc})") from exc
+        detail = str(exc).removeprefix(f"{p}: ")  # the weights reader names the file already
+        raise TrainCheckpointError(f"{p}: not a readable checkpoint ({detail})") from exc
     if not is_checkpoint(metadata):
         raise TrainCheckpointError(
             f"{p}: a weights file, not a training checkpoint (no {META_KEY!r} metadata); to start a run from "
