@@ -15,20 +15,18 @@ Every error raised here derives from :class:`DataError`.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import importlib
 import os
 import posixpath
-import tarfile
 import urllib.error
 import urllib.request
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, BinaryIO, Final
 
-from ..io import atomic_open
+from ..io import FileFormatError, atomic_open
+from .tarwalk import TarStream, walk
 
 __all__ = [
     "ChecksumError",
@@ -52,7 +50,7 @@ class DataError(Exception):
     """Base class of every error raised by :mod:`c2f_numpy.data`."""
 
 
-class DataFormatError(DataError):
+class DataFormatError(DataError, FileFormatError):
     """A data file is truncated, corrupt or not in the expected format; the message names the file."""
 
 
@@ -198,63 +196,66 @@ def extract_members(
     archive: str | os.PathLike[str], members: Mapping[str, int | None], dest: str | os.PathLike[str]
 ) -> dict[str, Path]:
     """Extract exactly ``members`` (name inside the archive -> expected size in bytes, or ``None`` for a text
-    file of at most 1 MiB) from a tar archive (any compression ``tarfile`` reads) into ``dest``.
+    file of at most 1 MiB) from a tar archive (raw, gzip, bzip2 or xz) into ``dest``.
 
-    Every member of the archive is checked first: absolute names, ``..`` components, links, devices, FIFOs and
-    a file name that occurs twice make the whole archive an :class:`UnsafeArchiveError` (directories and other
-    regular files are allowed and skipped). A wanted member that is missing, not a regular file or of the wrong
-    size is an error too. Returns name -> extracted path. Files are written atomically; nothing outside ``dest``
-    is touched.
+    Every member of the archive is checked first, in a full pass over it that also verifies the compressor's
+    checksum (:mod:`.tarwalk`: header checksums, sizes, pax headers bounded): absolute names, ``..``
+    components, links, devices, FIFOs and a file name that occurs twice make the whole archive an
+    :class:`UnsafeArchiveError` (directories and other regular files are allowed and skipped). A wanted member
+    that is missing, not a regular file or of the wrong size is a :class:`DataFormatError`, as is any damage.
+    Returns name -> extracted path. Files are written atomically; nothing outside ``dest`` is touched, and
+    nothing at all unless the whole archive passed.
     """
     src = Path(archive)
     root = Path(dest)
     wanted = {_safe_member_name(n): size for n, size in members.items()}
-    found: dict[str, tarfile.TarInfo] = {}
+    found: dict[str, int] = {}
     seen: set[str] = set()
+    names: set[str] = set()
+    stream = TarStream(src, DataFormatError)
     try:
-        with tarfile.open(src, "r:*") as tf:
-            infos = tf.getmembers()
-            for info in infos:
-                try:
-                    name = _safe_member_name(info.name)
-                    if info.issym() or info.islnk():
-                        raise UnsafeArchiveError(f"member {info.name!r} is a link")
-                    if not (info.isreg() or info.isdir()):
-                        raise UnsafeArchiveError(f"member {info.name!r} is a device, FIFO or other special file")
-                except UnsafeArchiveError as exc:
-                    raise UnsafeArchiveError(f"refusing to extract {str(src)!r}: {exc}") from None
-                if info.isreg():
-                    if name in seen:
-                        raise UnsafeArchiveError(f"refusing to extract {str(src)!r}: member {name!r} appears twice")
-                    seen.add(name)
-                    if name in wanted:
-                        found[name] = info
-            out: dict[str, Path] = {}
-            for name, size in wanted.items():
-                member = found.get(name)
-                if member is None:
-                    kind = (
-                        "is not a regular file" if any(_safe_member_name(i.name) == name for i in infos) else "missing"
-                    )
-                    raise DataFormatError(f"{str(src)!r}: member {name!r} {kind}")
-                limit = size if size is not None else 1 << 20
-                if (size is not None and member.size != size) or member.size > limit:
-                    want = f"{size} bytes" if size is not None else "at most 1 MiB"
-                    raise DataFormatError(f"{str(src)!r}: member {name!r} has {member.size} bytes, expected {want}")
-                fh = tf.extractfile(member)
-                if fh is None:  # pragma: no cover - isreg() members always have data
-                    raise DataFormatError(f"{str(src)!r}: cannot read member {name!r}")
-                target = root.joinpath(*name.split("/"))
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with fh, atomic_open(target, fsync=False) as w:
-                    remaining = member.size
-                    while remaining > 0:
-                        chunk = fh.read(min(_CHUNK, remaining))
-                        if not chunk:
-                            raise DataFormatError(f"{str(src)!r}: member {name!r} is truncated")
-                        w.write(chunk)
-                        remaining -= len(chunk)
-                out[name] = target
-            return out
-    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        raise DataFormatError(f"{str(src)!r} is not a readable tar archive (truncated or corrupt?): {exc}") from exc
+        for member in walk(stream):
+            try:
+                name = _safe_member_name(member.name)
+                if member.kind == "link":
+                    raise UnsafeArchiveError(f"member {member.name!r} is a link")
+                if member.kind == "special":
+                    raise UnsafeArchiveError(f"member {member.name!r} is a device, FIFO or other special file")
+            except UnsafeArchiveError as exc:
+                raise UnsafeArchiveError(f"refusing to extract {str(src)!r}: {exc}") from None
+            names.add(name)
+            if member.kind == "file":
+                if name in seen:
+                    raise UnsafeArchiveError(f"refusing to extract {str(src)!r}: member {name!r} appears twice")
+                seen.add(name)
+                if name in wanted:
+                    found[name] = member.size
+    finally:
+        stream.close()
+    for name, size in wanted.items():
+        if name not in found:
+            kind = "is not a regular file" if name in names else "missing"
+            raise DataFormatError(f"{str(src)!r}: member {name!r} {kind}")
+        limit = size if size is not None else 1 << 20
+        if (size is not None and found[name] != size) or found[name] > limit:
+            want = f"{size} bytes" if size is not None else "at most 1 MiB"
+            raise DataFormatError(f"{str(src)!r}: member {name!r} has {found[name]} bytes, expected {want}")
+    out: dict[str, Path] = {}
+    stream = TarStream(src, DataFormatError)
+    try:
+        for member in walk(stream):
+            name = _safe_member_name(member.name)
+            if member.kind != "file" or name not in wanted or name in out:
+                continue
+            target = root.joinpath(*name.split("/"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_open(target, fsync=False) as w:
+                remaining = member.size
+                while remaining > 0:
+                    chunk = stream.read(min(_CHUNK, remaining))
+                    w.write(chunk)
+                    remaining -= len(chunk)
+            out[name] = target
+    finally:
+        stream.close()
+    return out

@@ -8,7 +8,8 @@ gzip header is recognised by its bytes, not by the file name.
 
 :func:`read_idx` checks the magic number, the dimension count and that the payload is exactly as long as the
 header says (a truncated file, or one with trailing bytes, is a :class:`~.download.DataFormatError` naming the
-file); it never reads more than the header announces.
+file); it never reads more than the header announces, and checks what the header announces against the file's
+size (raw) or the gzip trailer's length and a bounded ratio (gzip) before allocating anything.
 
 Where the data sets are looked for (first complete pair of images + labels wins), see :func:`find_idx_split`:
 ``data_dir/<folder>``, ``data_dir`` itself (when ``data_dir`` is given) or the cache's ``<folder>`` (when not),
@@ -32,6 +33,8 @@ from typing import Final
 
 import numpy as np
 
+from ..io import atomic_write
+from ..io.safezip import MAX_DEFLATE_RATIO
 from .download import DataFormatError, DataNotFoundError, DownloadError, resolve_data_dir
 from .download import download as download_file
 
@@ -87,6 +90,11 @@ def read_idx(path: str | os.PathLike[str], *, magic: int | None = None) -> np.nd
     raw = open(p, "rb")  # noqa: SIM115 - closed in the finally below
     try:
         is_gzip = raw.read(2) == b"\x1f\x8b"
+        file_size = os.fstat(raw.fileno()).st_size
+        gzip_isize = -1
+        if is_gzip and file_size >= 18:
+            raw.seek(file_size - 4)
+            gzip_isize = struct.unpack("<I", raw.read(4))[0]  # the trailer's length of the unpacked data
         raw.seek(0)
         fh: io.BufferedIOBase = gzip.GzipFile(fileobj=raw, mode="rb") if is_gzip else raw
         try:
@@ -106,6 +114,29 @@ def read_idx(path: str | os.PathLike[str], *, magic: int | None = None) -> np.nd
             nbytes = math.prod(dims) * dtype.itemsize
             if nbytes > _MAX_PAYLOAD:
                 raise DataFormatError(f"{str(p)!r}: header announces {nbytes} bytes of data {dims}: corrupt")
+            # Checked against the file before allocating: the header alone must never decide the allocation.
+            total = 4 + 4 * ndim + nbytes
+            if not is_gzip and total < file_size:
+                raise DataFormatError(f"{str(p)!r}: trailing bytes after the {nbytes} bytes of data the header gives")
+            if not is_gzip and total > file_size:
+                raise DataFormatError(
+                    f"{str(p)!r}: truncated data (header says {dims}): {file_size - 4 - 4 * ndim} of {nbytes} bytes"
+                )
+            if is_gzip and (total > MAX_DEFLATE_RATIO * file_size or total % (1 << 32) != gzip_isize):
+                # The trailer of a truncated stream is whatever bytes end up last: a length beyond the ratio.
+                plausible = 0 <= gzip_isize <= MAX_DEFLATE_RATIO * file_size and total < 1 << 32
+                if plausible and total > gzip_isize:
+                    problem = (
+                        f"truncated data (header says {dims}): {max(gzip_isize - 4 - 4 * ndim, 0)} of {nbytes} bytes"
+                    )
+                elif plausible:
+                    problem = f"trailing bytes after the {nbytes} bytes of data the header gives"
+                else:
+                    problem = "corrupt or truncated gzip stream"
+                raise DataFormatError(
+                    f"{str(p)!r}: {problem} (the header announces {nbytes} bytes of data {dims}; the gzip stream of "
+                    f"{file_size} bytes records {gzip_isize} (mod 2^32) unpacked bytes)"
+                )
             buf = _read_exact(fh, nbytes, p, f"data (header says {dims})")
             if fh.read(1):
                 raise DataFormatError(f"{str(p)!r}: trailing bytes after the {nbytes} bytes of data the header gives")
@@ -123,7 +154,7 @@ def read_idx(path: str | os.PathLike[str], *, magic: int | None = None) -> np.nd
 def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> Path:
     """Write ``array`` as an IDX file, gzip-compressed when the name ends in ``.gz`` (used by tests and tools).
 
-    Supported dtypes: uint8, int8, int16, int32, float32, float64; at least one dimension.
+    Supported dtypes: uint8, int8, int16, int32, float32, float64; at least one dimension. Written atomically.
     """
     arr = np.asarray(array)
     code = _IDX_CODES.get(arr.dtype.newbyteorder("="))
@@ -134,8 +165,7 @@ def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> Path:
     p = Path(path)
     if p.name.endswith(".gz"):
         payload = gzip.compress(payload, mtime=0)
-    p.write_bytes(payload)
-    return p
+    return atomic_write(p, lambda fh: fh.write(payload))
 
 
 @dataclass(frozen=True)

@@ -35,12 +35,13 @@ import errno
 import json
 import math
 import os
+import re
 import struct
 import zipfile
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, BinaryIO, Final, Literal
+from typing import BinaryIO, Final, Literal
 
 import numpy as np
 import safetensors
@@ -48,9 +49,11 @@ import safetensors.numpy
 from numpy.lib import format as npy_format
 
 from .atomic import atomic_write
+from .errors import brief, json_loads_bounded
+from .safezip import SafeZip
 from .torch_pth import CheckpointError, load_torch_checkpoint
 
-__all__ = ["METADATA_KEY", "WeightsFileError", "load_weights", "save_weights"]
+__all__ = ["ENTRIES_KEY", "METADATA_KEY", "WeightsFileError", "load_npy", "load_weights", "save_weights"]
 
 
 class WeightsFileError(CheckpointError):
@@ -59,6 +62,9 @@ class WeightsFileError(CheckpointError):
 
 # The name both formats reserve for metadata: safetensors' header key, and our entry in an npz.
 METADATA_KEY: Final = "__metadata__"
+# Metadata key our writer fills with the JSON list of array names; the reader checks the file holds exactly
+# those (a damaged archive must never load with arrays missing) and does not return the key.
+ENTRIES_KEY: Final = "c2f_numpy.entries"
 
 _NPZ: Final = frozenset({".npz"})
 _SAFETENSORS: Final = frozenset({".safetensors"})
@@ -139,6 +145,8 @@ def _check_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
     for key, value in metadata.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise TypeError(f"metadata must map str to str, got {key!r}: {value!r}")
+        if key == ENTRIES_KEY:
+            raise ValueError(f"metadata key {ENTRIES_KEY!r} is reserved: save_weights writes the entry list itself")
     return dict(metadata)
 
 
@@ -185,10 +193,11 @@ def save_weights(
         raise ValueError("safetensors files cannot be compressed; use compress=False or a .npz path")
     arrays = _check_state_dict(state_dict, suffix)
     meta = _check_metadata(metadata)
+    meta[ENTRIES_KEY] = json.dumps(list(arrays), ensure_ascii=True)
     if suffix in _NPZ:
         return atomic_write(target, lambda fh: _write_npz(fh, arrays, meta, compress))
     # safetensors.numpy.save_file would write the path itself (mode 0o600, not atomically): serialise to bytes.
-    data = safetensors.numpy.save(arrays, metadata=meta or None)
+    data = safetensors.numpy.save(arrays, metadata=meta)
     return atomic_write(target, lambda fh: fh.write(data))
 
 
@@ -196,89 +205,150 @@ def save_weights(
 # Loading.
 
 
-def _describe_non_zip(path: Path) -> str:
-    """Why ``path`` is not a readable npz, judged from its first bytes."""
+def _describe_non_zip(path: Path) -> str | None:
+    """Why ``path`` is not an npz, judged from its first bytes; ``None`` when it starts like a zip archive."""
     with open(path, "rb") as fh:
         head = fh.read(8)
     if not head:
         return "the file is empty"
     if head[:2] == b"PK":
-        return "the zip archive is corrupt or truncated (no readable central directory)"
+        return None
     if head.startswith(b"\x93NUMPY"):
         return "this is a single-array .npy file, not an .npz archive of named arrays"
     return f"not an .npz (zip) archive (leading bytes {head!r})"
 
 
-def _read_npy_header(entry: IO[bytes], name: str) -> tuple[tuple[int, ...], np.dtype, int]:
-    """Shape, dtype and header length of a ``.npy`` entry, checked to be a plain numeric array."""
-    version = npy_format.read_magic(entry)
+# The header dict numpy writes (keys sorted, a trailing comma, space padding): parsed here with a regular
+# expression, not ast.literal_eval, whose recursion and tokenizer a crafted header can break.
+_NPY_HEADER: Final = re.compile(
+    r"\{\s*'descr'\s*:\s*'([<>|=]?[a-zA-Z][0-9]*)'\s*,\s*'fortran_order'\s*:\s*(True|False)\s*,"
+    r"\s*'shape'\s*:\s*\(\s*((?:[0-9]{1,19}\s*,\s*)*(?:[0-9]{1,19})?)\s*,?\s*\)\s*,?\s*\}\s*",
+)
+_MAX_NPY_HEADER: Final = 1 << 16
+# The metadata entry's header exactly as numpy writes it for a 0-d little-endian unicode array.
+_NPY_UNICODE_SCALAR: Final = re.compile(
+    rb"\x93NUMPY\x01\x00..\{'descr': '<U([0-9]{1,9})', 'fortran_order': False, 'shape': \(\), \} *\n", re.DOTALL
+)
+
+
+def _parse_npy(data: bytes, name: str) -> np.ndarray:
+    """The array of one ``.npy`` entry (already read whole and CRC-checked): a fresh C-contiguous copy.
+
+    Only plain numeric dtypes; the data must be exactly as long as the header's shape and dtype require.
+    """
+    if not data.startswith(b"\x93NUMPY") or len(data) < 10:
+        raise WeightsFileError(f"entry {name!r} is corrupt or truncated: expected the .npy magic, found {data[:8]!r}")
+    version = (data[6], data[7])
     if version == (1, 0):
-        shape, _, dtype = npy_format.read_array_header_1_0(entry)
-    elif version == (2, 0):
-        shape, _, dtype = npy_format.read_array_header_2_0(entry)
+        (header_len,), start = struct.unpack("<H", data[8:10]), 10
+    elif version in ((2, 0), (3, 0)) and len(data) >= 12:
+        (header_len,), start = struct.unpack("<I", data[8:12]), 12
     else:
         # Version 3.0 exists only for structured dtypes with non-latin-1 field names: never numeric.
         raise WeightsFileError(f"entry {name!r} uses .npy format version {version}, which no numeric array needs")
-    if dtype.hasobject:
+    if header_len > _MAX_NPY_HEADER or start + header_len > len(data):
+        raise WeightsFileError(
+            f"entry {name!r} is corrupt or truncated: expected a .npy header of at most "
+            f"{min(_MAX_NPY_HEADER, len(data) - start)} bytes, found one of {header_len}"
+        )
+    header = data[start : start + header_len].decode("latin-1")
+    if "'O'" in header or "|O" in header or "object" in header:
         raise WeightsFileError(
             f"entry {name!r} holds a Python object array, which is stored as a pickle; refusing to unpickle it "
             "(loading a pickle can run arbitrary code). Re-save the arrays with a numeric dtype"
         )
-    return shape, dtype, entry.tell()
-
-
-def _read_npz_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
-    name = info.filename
-    with zf.open(info) as entry:
-        shape, dtype, header_len = _read_npy_header(entry, name)
-    # Checked before reading, so a crafted header cannot make read_array allocate more than the entry holds.
-    expected = header_len + math.prod(shape) * dtype.itemsize
-    if info.file_size != expected:
+    match = _NPY_HEADER.fullmatch(header)
+    if match is None:
         raise WeightsFileError(
-            f"entry {name!r} holds {info.file_size} bytes, but its header ({dtype}, shape {shape}) needs {expected}"
+            f"entry {name!r} is corrupt or truncated: expected a .npy header of a plain numeric array, found "
+            f"{brief(header, 120)}"
         )
-    with zf.open(info) as entry:
-        array = npy_format.read_array(entry, allow_pickle=False)
-        entry.read()  # reach the end of the entry, where zipfile checks the CRC
-    return np.asarray(array, order="C")
+    try:
+        dtype = np.dtype(match.group(1))
+    except TypeError:
+        raise WeightsFileError(f"entry {name!r} has an unknown dtype {brief(match.group(1))}") from None
+    if dtype.kind not in _NUMERIC_KINDS:
+        raise WeightsFileError(f"entry {name!r} has dtype {dtype}; weights must be numeric arrays")
+    shape = tuple(int(n) for n in match.group(3).replace(" ", "").split(",") if n.strip())
+    payload = len(data) - start - header_len
+    expected = math.prod(shape) * dtype.itemsize
+    if payload != expected:
+        raise WeightsFileError(
+            f"entry {name!r} holds {len(data)} bytes, but its header ({dtype}, shape {shape}) needs "
+            f"{start + header_len + expected}"
+        )
+    flat = np.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=start + header_len)
+    view = flat.reshape(shape, order="F") if match.group(2) == "True" else flat.reshape(shape)
+    return np.array(view, dtype=dtype.newbyteorder("="), order="C")
 
 
 def _parse_metadata(array: np.ndarray) -> dict[str, str]:
     if array.dtype.kind != "U" or array.ndim != 0:
         raise WeightsFileError(f"{METADATA_KEY!r} must be a 0-d unicode array, got {array.dtype} {array.shape}")
+    text = str(array[()])
     try:
-        meta = json.loads(str(array[()]))
-    except json.JSONDecodeError as exc:
-        raise WeightsFileError(f"{METADATA_KEY!r} is not valid JSON ({exc})") from exc
+        meta = json_loads_bounded(text, METADATA_KEY)
+    except ValueError as exc:
+        raise WeightsFileError(f"{METADATA_KEY!r} is not valid JSON ({exc})") from None
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise WeightsFileError(f"{METADATA_KEY!r} must be a JSON object of strings, got {str(array[()])[:200]!r}")
+        raise WeightsFileError(f"{METADATA_KEY!r} must be a JSON object of strings, got {brief(text, 200)}")
     return meta
 
 
+def _check_entries(names: list[str], metadata: dict[str, str], ordered: bool) -> dict[str, str]:
+    """Check the arrays read against the list our writer recorded; return the metadata without that list."""
+    text = metadata.pop(ENTRIES_KEY, None)
+    if text is None:
+        return metadata  # a file from elsewhere (or from before the list existed): nothing was promised
+    try:
+        listed = json_loads_bounded(text, ENTRIES_KEY, max_depth=1)
+    except ValueError as exc:
+        raise WeightsFileError(f"metadata {ENTRIES_KEY!r} is corrupt ({exc})") from None
+    if not isinstance(listed, list) or not all(isinstance(n, str) for n in listed):
+        raise WeightsFileError(f"expected metadata {ENTRIES_KEY!r} to list array names, found {brief(text)}")
+    if (listed if ordered else sorted(listed)) != names:
+        missing = [n for n in listed if n not in set(names)]
+        extra = [n for n in names if n not in set(listed)]
+        raise WeightsFileError(
+            f"expected the {len(listed)} arrays the file's metadata lists, found {len(names)}: "
+            f"{len(missing)} missing {brief(', '.join(missing[:5]))}, {len(extra)} unlisted "
+            f"{brief(', '.join(extra[:5]))}"
+        )
+    return metadata
+
+
 def _load_npz(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    if not zipfile.is_zipfile(path):
-        raise WeightsFileError(_describe_non_zip(path))
+    problem = _describe_non_zip(path)
+    if problem is not None:
+        raise WeightsFileError(problem)
     state_dict: dict[str, np.ndarray] = {}
     metadata: dict[str, str] = {}
-    with zipfile.ZipFile(path) as zf:
-        seen: set[str] = set()
-        for info in zf.infolist():
+    with SafeZip(path, WeightsFileError) as zf:
+        for info in zf.infos:
             name = info.filename
             if not name.endswith(".npy") or info.is_dir():
                 raise WeightsFileError(f"entry {name!r} is not a .npy array; an .npz holds only <name>.npy entries")
-            if name in seen:
-                raise WeightsFileError(f"entry {name!r} appears twice in the archive")
-            seen.add(name)
             key = name[: -len(".npy")]
             if key == METADATA_KEY:
-                array = _read_npz_entry(zf, info)
+                array = _parse_npy_metadata(zf.read(info), name)
                 metadata = _parse_metadata(array)
                 continue
-            array = _read_npz_entry(zf, info)
-            if array.dtype.kind not in _NUMERIC_KINDS:
-                raise WeightsFileError(f"entry {name!r} has dtype {array.dtype}; weights must be numeric arrays")
-            state_dict[key] = array
-    return state_dict, metadata
+            state_dict[key] = _parse_npy(zf.read(info), name)
+    return state_dict, _check_entries(list(state_dict), metadata, ordered=True)
+
+
+def _parse_npy_metadata(data: bytes, name: str) -> np.ndarray:
+    """The metadata entry: a 0-d unicode array (the one non-numeric dtype an npz of ours holds)."""
+    first_line = data[: data.find(b"\n", 0, _MAX_NPY_HEADER) + 1]
+    match = _NPY_UNICODE_SCALAR.fullmatch(first_line)
+    if match is None:
+        head = data[10 : data.find(b"}") + 1].decode("latin-1")
+        raise WeightsFileError(f"{METADATA_KEY!r} must be a 0-d unicode array, got header {brief(head, 120)}")
+    chars = int(match.group(1))
+    offset = len(match.group(0))
+    if len(data) - offset != 4 * chars:
+        raise WeightsFileError(f"entry {name!r} holds {len(data)} bytes, but its header needs {offset + 4 * chars}")
+    return np.frombuffer(data, dtype=f"<U{chars}", count=1, offset=offset).reshape(())
 
 
 def _read_bf16_widened(path: Path, names: list[str]) -> dict[str, np.ndarray]:
@@ -288,7 +358,7 @@ def _read_bf16_widened(path: Path, names: list[str]) -> dict[str, np.ndarray]:
     """
     with open(path, "rb") as fh:
         (header_len,) = struct.unpack("<Q", fh.read(8))
-        header = json.loads(fh.read(header_len))
+        header = json_loads_bounded(fh.read(header_len).decode("utf-8"), "safetensors header")
         out: dict[str, np.ndarray] = {}
         for name in names:
             begin, end = header[name]["data_offsets"]
@@ -317,7 +387,7 @@ def _load_safetensors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]
         raise WeightsFileError(f"not a readable safetensors file ({exc})") from exc
     if bf16:
         arrays.update(_read_bf16_widened(path, bf16))
-    return {key: arrays[key] for key in keys}, metadata
+    return {key: arrays[key] for key in keys}, _check_entries(sorted(keys), metadata, ordered=False)
 
 
 def load_weights(
@@ -354,3 +424,18 @@ def load_weights(
         # Damage found while reading entries: CRC mismatch, bad deflate stream, short data, a malformed .npy
         # header, an unsupported zip compression method. I/O errors (permissions, EIO ...) propagate as they are.
         raise WeightsFileError(f"{p}: corrupt or truncated {suffix} file ({type(exc).__name__}: {exc})") from exc
+
+
+def load_npy(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read one numeric ``.npy`` file (``np.save`` of a plain array) without pickle and without ``ast``.
+
+    Out: a fresh C-contiguous native-endian array. Raises ``FileNotFoundError`` for a missing file and
+    :class:`WeightsFileError` naming the file for anything else (an object array, a header that does not match
+    the data's length, a structured dtype ...).
+    """
+    p = Path(path)
+    data = p.read_bytes()
+    try:
+        return _parse_npy(data, p.name)
+    except WeightsFileError as exc:
+        raise WeightsFileError(f"{p}: {exc}") from None

@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ..io import load_weights, save_weights
+from ..io import WeightsFileError, load_weights, save_weights
+from ..io.errors import brief, json_loads_bounded
 from ..version import __version__
 from .conv2former import HEAD_DIM, MLP, SMALL_VARIANTS, VARIANTS, Block, Conv2Former, SpatialAttention, Variant
 
@@ -163,25 +164,78 @@ def load_model(
     path: str | os.PathLike[str], *, dtype: Any = None, weights: Literal["plain", "ema"] = "plain"
 ) -> Conv2Former:
     """Rebuild a model written by :func:`save_model` or a ``c2f-train`` checkpoint (in its saved dtype unless
-    ``dtype`` is given). ``weights="ema"`` takes a checkpoint's EMA weights."""
+    ``dtype`` is given). ``weights="ema"`` takes a checkpoint's EMA weights.
+
+    The stored architecture is checked before anything is built (types, ranges, and that the weights in the file
+    hold at least the parameters it implies, so a few edited bytes cannot make it allocate GiBs); a bad one is a
+    :class:`~c2f_numpy.io.WeightsFileError` naming the file."""
     state, meta = load_weights(path)
     if CHECKPOINT_KEY in meta:
         prefix = "ema." if weights == "ema" else "model."
         state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         if not state:
-            raise ValueError(f"{path}: the checkpoint holds no {weights} weights")
+            raise WeightsFileError(f"{path}: the checkpoint holds no {weights} weights")
     elif weights != "plain":
         raise ValueError(f"{path}: weights={weights!r} needs a training checkpoint; this file holds one set")
     if CONFIG_KEY not in meta:
-        raise ValueError(
+        raise WeightsFileError(
             f"{path}: no architecture metadata ({CONFIG_KEY!r}); it was not written by save_model. Build the "
             "variant and load the weights: create_model(name, checkpoint=path)"
         )
-    config = json.loads(meta[CONFIG_KEY])
-    model = Conv2Former(
-        tuple(config["dims"]), tuple(config["depths"]), config["kernel_size"], config["mlp_ratio"],
-        config["in_chans"], config["num_classes"], dtype=dtype or config["dtype"],
-        stem_stride=config.get("stem_stride", 4), head_dim=config.get("head_dim", HEAD_DIM),
-    )  # fmt: skip
-    model.load_state_dict(state, strict=True)
+    try:
+        config = json_loads_bounded(meta[CONFIG_KEY], CONFIG_KEY)
+    except ValueError as exc:
+        raise WeightsFileError(f"{path}: {exc}") from None
+    _check_config(config, state, path)
+    try:
+        model = Conv2Former(
+            tuple(config["dims"]), tuple(config["depths"]), config["kernel_size"], config["mlp_ratio"],
+            config["in_chans"], config["num_classes"], dtype=dtype or config["dtype"],
+            stem_stride=config.get("stem_stride", 4), head_dim=config.get("head_dim", HEAD_DIM),
+        )  # fmt: skip
+        model.load_state_dict(state, strict=True)
+    except (ValueError, KeyError, TypeError) as exc:
+        detail = exc.args[0] if exc.args and isinstance(exc.args[0], str) else type(exc).__name__
+        raise WeightsFileError(
+            f"{path}: the weights do not fit the stored architecture ({brief(detail, 300)})"
+        ) from exc
     return model
+
+
+# Bounds of a stored architecture: far above any Conv2Former, far below what would exhaust memory on their own.
+_CONFIG_INTS: dict[str, tuple[int, int]] = {
+    "kernel_size": (1, 255), "mlp_ratio": (1, 64), "in_chans": (1, 4096), "num_classes": (1, 1 << 20),
+    "stem_stride": (1, 4), "head_dim": (1, 1 << 16),
+}  # fmt: skip
+
+
+def _check_config(config: object, state: Mapping[str, np.ndarray], path: object) -> None:
+    """Refuse a stored architecture of the wrong types, out of range, or larger than the file's weights."""
+
+    def bad(what: str) -> WeightsFileError:
+        return WeightsFileError(f"{path}: expected {CONFIG_KEY!r} {what}")
+
+    if not isinstance(config, dict):
+        raise bad(f"to be a JSON object, found {brief(config)}")
+    for key in ("dims", "depths"):
+        value = config.get(key)
+        if not (isinstance(value, list) and 1 <= len(value) <= 16 and all(type(v) is int for v in value)):
+            raise bad(f"{key!r} to be a list of 1-16 integers, found {brief(value)}")
+    dims, depths = config["dims"], config["depths"]
+    if len(dims) != len(depths) or not all(1 <= d <= 1 << 16 for d in dims) or not all(0 <= n <= 1024 for n in depths):
+        raise bad(f"dims in [1, 65536] and depths in [0, 1024], as many of each, found {brief(str(dims))}, "
+                  f"{brief(str(depths))}")  # fmt: skip
+    for key, (low, high) in _CONFIG_INTS.items():
+        value = config.get(key, 1) if key in ("stem_stride", "head_dim") else config.get(key)
+        if type(value) is not int or not low <= value <= high:
+            raise bad(f"{key!r} to be an integer in [{low}, {high}], found {brief(value)}")
+    if config.get("dtype") not in ("float32", "float64"):
+        raise bad(f"'dtype' to be 'float32' or 'float64', found {brief(config.get('dtype'))}")
+    # A lower bound of the parameters the blocks need (convolutions and MLP only): load_state_dict is strict, so
+    # a file whose weights hold fewer elements cannot fit, and building the network first would waste memory.
+    k, r = config["kernel_size"], config["mlp_ratio"]
+    needed = sum(n * (3 * d * d + d * k * k + 2 * r * d * d) for d, n in zip(dims, depths, strict=True))
+    held = sum(int(v.size) for v in state.values())
+    if needed > held:
+        raise bad(f"to describe the weights in the file: its blocks need at least {needed} parameters, the file "
+                  f"holds {held}")  # fmt: skip

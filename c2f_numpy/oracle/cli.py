@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import ALIASES, TEACHING
-from ..io import CheckpointError
+from ..io import CheckpointError, load_npy
 from ..models import VARIANTS, create_model, save_model
 from ..nn import StateDictError
 from ..testing import randomize_for_parity
@@ -163,10 +163,10 @@ def _load_input(path: Path, dtype: np.dtype) -> np.ndarray:
     if path.suffix.lower() != ".npy":
         raise UsageError(f"--input {path}: expected a .npy file (np.save of one (N, C, H, W) array)")
     try:
-        x = np.load(path, allow_pickle=False)
+        x = load_npy(path)
     except FileNotFoundError:
         raise UsageError(f"--input {path}: no such file") from None
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError) as exc:
         raise UsageError(f"--input {path}: not a readable .npy array of numbers ({exc})") from None
     if not isinstance(x, np.ndarray):
         raise UsageError(f"--input {path}: expected one array, got {type(x).__name__}")

@@ -34,7 +34,8 @@ from typing import Any, Final, Literal
 
 import numpy as np
 
-from ..io import CheckpointError, load_weights, save_weights
+from ..io import CheckpointError, FileFormatError, load_weights, save_weights
+from ..io.errors import brief, json_loads_bounded
 from ..nn import Module, observe
 from ..version import __version__
 
@@ -60,7 +61,7 @@ DUMP_SUFFIXES: Final = (".npz", ".safetensors")
 Repeated = Literal["skip", "record"]
 
 
-class DumpFileError(ValueError):
+class DumpFileError(FileFormatError):
     """A dump file cannot be read or written: missing, wrong format, corrupt, truncated or empty."""
 
 
@@ -275,8 +276,8 @@ def _stored_order(meta: Mapping[str, str]) -> list[str] | None:
     if text is None:
         return None
     try:
-        order: Any = json.loads(text)
-    except json.JSONDecodeError:
+        order: Any = json_loads_bounded(text, ORDER_KEY, max_depth=1)
+    except ValueError:
         return None
     if not isinstance(order, list) or not all(isinstance(n, str) for n in order):
         return None
@@ -312,7 +313,14 @@ def load_dump(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict
     order = _stored_order(meta)
     meta = {k: v for k, v in meta.items() if k != ORDER_KEY}
     if order is not None:
-        known = [n for n in order if n in tensors]
+        missing = [n for n in order if n not in tensors]
+        if missing:
+            # The order is written with the tensors: a name in it without its array is a damaged file.
+            raise DumpFileError(
+                f"{p}: expected the {len(order)} tensors the dump's stored order lists, found {len(missing)} of "
+                f"them missing ({brief(', '.join(missing[:5]))})"
+            )
+        known = list(order)
         rest = canonical_order([n for n in tensors if n not in set(known)])
         names, source = known + rest, "stored"
     elif p.suffix.lower() == ".npz":

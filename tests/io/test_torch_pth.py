@@ -28,6 +28,7 @@ from c2f_numpy.io import (
     UnsafeCheckpointError,
     load_torch_checkpoint,
     read_torch_file,
+    torch_allowlist,
     torch_pth,
 )
 
@@ -417,7 +418,7 @@ def test_build_cannot_alter_allow_listed_objects(tmp_path: Path) -> None:
         path = _write_archive(tmp_path / "build.pth", _program(body))
         with pytest.raises(CheckpointError):
             read_torch_file(path)
-    assert torch_pth._ALLOWED["torch.FloatStorage"].dtype_name == "float32"  # type: ignore[attr-defined]
+    assert torch_allowlist._ALLOWED["torch.FloatStorage"].dtype_name == "float32"  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from c2f_numpy.io import (
+    ENTRIES_KEY,
     METADATA_KEY,
     CheckpointError,
     WeightsFileError,
@@ -151,11 +152,14 @@ def test_round_trip_without_metadata(tmp_path: Path, fmt: str) -> None:
         got, meta = load_weights(path)
         _assert_same(got, state)
         assert meta == {}
+    # The only metadata stored is the entry list the reader checks (and does not return).
     if fmt == "npz":
-        assert np.load(path, allow_pickle=False).files == ["w"]  # no empty metadata entry
+        with np.load(path, allow_pickle=False) as npz:
+            assert npz.files == [METADATA_KEY, "w"]
+            assert json.loads(str(npz[METADATA_KEY])) == {ENTRIES_KEY: '["w"]'}
     else:
         with safetensors.safe_open(path, framework="np") as f:
-            assert f.metadata() is None
+            assert f.metadata() == {ENTRIES_KEY: '["w"]'}
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -199,7 +203,8 @@ def test_compressed_npz(tmp_path: Path) -> None:
     got, meta = load_weights(packed)
     _assert_same(got, state)
     assert meta == {"k": "v"}
-    _assert_same(dict(np.load(packed, allow_pickle=False)), {**state, METADATA_KEY: np.array('{"k": "v"}')})
+    stored = json.dumps({ENTRIES_KEY: json.dumps(list(state)), "k": "v"}, sort_keys=True)
+    _assert_same(dict(np.load(packed, allow_pickle=False)), {**state, METADATA_KEY: np.array(stored)})
 
 
 def test_npz_output_is_reproducible(tmp_path: Path) -> None:
@@ -247,7 +252,7 @@ def test_npz_loads_with_plain_numpy(tmp_path: Path) -> None:
         assert npz.files == [METADATA_KEY, *state]
         stored = npz[METADATA_KEY]
         assert stored.shape == () and stored.dtype.kind == "U"
-        assert json.loads(str(stored)) == METADATA
+        assert json.loads(str(stored)) == {**METADATA, ENTRIES_KEY: json.dumps(list(state))}
         _assert_same({key: npz[key] for key in state}, state)
 
 
@@ -262,7 +267,7 @@ def test_safetensors_loads_with_safetensors_torch(tmp_path: Path) -> None:
         assert tensor.numpy().dtype == _expected(array).dtype, key
         assert tensor.numpy().tobytes() == _expected(array).tobytes(), key
     with safetensors.safe_open(path, framework="pt") as f:
-        assert f.metadata() == METADATA
+        assert f.metadata() == {**METADATA, ENTRIES_KEY: json.dumps(list(state))}
 
 
 def test_reads_safetensors_written_by_torch(tmp_path: Path) -> None:
@@ -517,7 +522,7 @@ def test_load_refuses_npy_header_larger_than_its_data(tmp_path: Path) -> None:
 def test_load_refuses_duplicate_npz_entries(tmp_path: Path) -> None:
     with pytest.warns(UserWarning, match="Duplicate name"):
         path = _write_zip(tmp_path / "dup.npz", [("w.npy", _npy_bytes(np.zeros(1))), ("w.npy", _npy_bytes(np.ones(1)))])
-    with pytest.raises(WeightsFileError, match="appears twice"):
+    with pytest.raises(WeightsFileError, match=r"'w\.npy' twice"):
         load_weights(path)
 
 
