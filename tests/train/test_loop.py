@@ -4,6 +4,7 @@ runs, recipes, the curves, the optimizer's backend, the CLI and its files."""
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import math
@@ -369,6 +370,20 @@ def test_defaults_are_the_30_minute_recipe_and_flags_override_recipes() -> None:
     # a checkpoint written before val_split and warmup_fraction existed resumes as it was made
     old = {k: v for k, v in asdict(TrainConfig()).items() if k not in ("val_split", "warmup_fraction")}
     assert (TrainConfig.from_dict(old).val_split, TrainConfig.from_dict(old).warmup_fraction) == (0, 1.0)
+
+
+def test_torch_trainer_takes_the_same_recipes_and_splits() -> None:
+    spec = importlib.util.spec_from_file_location("train_torch", ROOT / "benchmarks" / "train_torch.py")
+    assert spec is not None and spec.loader is not None
+    train_torch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_torch)
+    d, args = TrainConfig(), train_torch.parse_args([])
+    same = ("dataset", "model", "epochs", "batch_size", "lr", "min_lr", "warmup_epochs", "warmup_fraction",
+            "weight_decay", "label_smoothing", "layer_scale_init", "crop_padding", "val_split", "seed")  # fmt: skip
+    assert {k: getattr(args, k) for k in same} == {k: getattr(d, k) for k in same}
+    assert args.no_hflip is (not d.hflip) and args.opt == d.optimizer
+    args = train_torch.parse_args(["--recipe", "fashion_mnist_60min", "--lr", "1e-3"])
+    assert (args.epochs, args.crop_padding, args.lr) == (22, 1, 1e-3)  # the recipe, then the flag given
 
 
 def test_curves_of_a_one_epoch_run_are_per_step(tmp_path: Path) -> None:
