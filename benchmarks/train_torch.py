@@ -1,42 +1,50 @@
 """Train the Conv2Former replica in PyTorch (CPU) with c2f-train's recipe: the torch side of a time-to-accuracy race.
 
-    python benchmarks/train_torch.py --dataset fashion_mnist --model mini --epochs 20 --target-acc 93.5 \\
-        --out runs/torch_mini.jsonl
+    python benchmarks/train_torch.py --target-acc 93.5 --out runs/torch_fm.jsonl   # recipe fashion_mnist_30min
+    python benchmarks/train_torch.py --recipe fashion_mnist_60min --out runs/torch_fm60.jsonl
     python benchmarks/train_torch.py --epochs 1 --limit-train-batches 5      # smoke test
 
 Run it from the repository root (or anywhere: it puts the root on sys.path). It mirrors the recipe of
-``c2f-train`` (c2f_numpy.train.loop.Trainer; the recipe flags have the same names and defaults) so that the two
-runs differ only in the library that computes:
+``c2f-train`` (c2f_numpy.train.loop.Trainer; the recipe flags have the same names and defaults, ``--recipe NAME``
+starts from the same named recipes, flags given override them) so that the two runs differ only in the library
+that computes:
 
 * data: c2f_numpy.data itself - ``load_dataset``, ``BatchLoader(train, batch_size, shuffle=True, seed=seed,
   drop_last=True, augment=Augment(crop_padding, hflip, mixup_alpha, cutmix_alpha))`` read batch by batch with
   ``loader.batch(epoch, i)``, so both trainers see bit-identical images and targets; the test set unaugmented;
-  ``--train-subset`` / ``--test-subset`` draw the same seeded subsets as c2f-train.
+  ``--val-split`` holds out the same seeded validation images of the training split
+  (c2f_numpy.train.splits), ``--train-subset`` / ``--test-subset`` draw the same seeded subsets as c2f-train.
 * model: the PyTorch replica of the official code (c2f_numpy/torch_reference.py) with the dims, depths, kernel size,
   stem stride, head width and MLP ratio of ``c2f_numpy.models.ALL_VARIANTS["conv2former_<model>"]``, float32,
   initialised by the replica's ``official_init`` (trunc-normal std 0.02, zero biases, as c2f_numpy's init),
   layer scales ``--layer-scale-init``, drop path ``--drop-path`` (linear over the blocks).
 * optimizer: ``torch.optim.AdamW`` (betas 0.9/0.999, eps 1e-8) or ``SGD`` (``--momentum`` 0.9, Nesterov); weight
   decay on parameters with ndim > 1 only (not on biases, norm scales, layer scales).
-* lr: ``c2f_numpy.train.schedule.cosine_lr`` per optimizer step (linear warmup, cosine to ``--min-lr``).
+* lr: ``c2f_numpy.train.schedule.cosine_lr`` per optimizer step (linear warmup of ``warmup_steps``, the shorter
+  of ``--warmup-epochs`` and ``--warmup-fraction`` of the run, then a cosine to ``--min-lr``).
 * loss: cross-entropy with label smoothing; with mixup/cutmix the soft-target form
   ``-sum((t (1 - ls) + ls / K) * log_softmax(logits))``; optional clipping of the global gradient norm.
-* evaluation after every epoch on the whole test set (eval mode): loss without smoothing, top-1 accuracy; with
-  ``--eval-hflip`` also of the logits averaged over each image and its mirror (``test_acc_hflip``).
+* evaluation after every epoch on the validation split and the whole test set (eval mode): loss without
+  smoothing, top-1 accuracy; with ``--eval-hflip`` also of the logits averaged over each image and its mirror
+  (``test_acc_hflip``, ``val_acc_hflip``). As in c2f-train the best epoch is chosen on the validation split
+  only; the headline is the last epoch's plain test accuracy.
 
-Deliberately not mirrored: no EMA of the weights (``--ema-decay``), no checkpoints, resume, metrics files or
-curves (c2f-train's wall time includes writing those; this one does not), no float64 or backends. Drop-path masks
-come from torch's RNG (the trainers draw different masks from the same distribution), and the per-block drop-path
-rates from the official float32 ``torch.linspace`` (c2f_numpy: float64; they differ in the last float32 bit).
+Deliberately not mirrored: ``--workers`` (torch runs one process on ``--threads`` threads), no EMA of the weights
+(``--ema-decay``), no checkpoints, resume, metrics files or curves (c2f-train's wall time includes writing those;
+this one does not), no float64 or backends. Drop-path masks come from torch's RNG (the trainers draw different
+masks from the same distribution), and the per-block drop-path rates from the official float32
+``torch.linspace`` (c2f_numpy: float64; they differ in the last float32 bit).
 
 Output: ``--out`` (JSON lines, each flushed and fsynced): one line per epoch with the keys of c2f-train's
 metrics.jsonl - ``epoch`` (1-based), ``step``, ``lr`` (of the epoch's last step), ``train_loss`` (mean over the
 epoch's samples, with smoothing), ``train_acc`` (%, against the labels, or the soft targets' argmax with
-mixup/cutmix), ``test_loss``, ``test_acc`` (%), ``train_seconds``, ``eval_seconds``, ``img_per_s`` (training),
-``wall_seconds`` (since the start of training, evaluation included) - plus ``epoch_seconds`` (train + eval) and
-``step_seconds_median``; then a summary line with ``best_acc``, ``best_epoch``, ``final_acc``, ``steps``,
-``wall`` (seconds), ``time_to_target`` (wall seconds when ``test_acc``, or ``test_acc_hflip``, first reached
-``--target-acc``, else null) and the configuration.
+mixup/cutmix), ``val_loss``, ``val_acc`` (with a validation split), ``test_loss``, ``test_acc`` (%),
+``train_seconds``, ``eval_seconds``, ``img_per_s`` (training), ``wall_seconds`` (since the start of training,
+evaluation included) - plus ``epoch_seconds`` (train + eval) and ``step_seconds_median``; then a summary
+line with ``final_acc`` (the last epoch's plain test accuracy: the headline), ``best_val_acc``, ``best_epoch``
+and ``best_metric`` (on the validation split; null without one), ``best_test`` (the test accuracies at that
+epoch), ``steps``, ``wall`` (seconds), ``time_to_target`` (wall seconds when the plain ``test_acc`` first
+reached ``--target-acc``, else null) and the configuration.
 
 Memory: like c2f-train, the run starts with ``c2f_numpy.kernels.allocator.retain_freed_memory`` (glibc keeps
 freed blocks of any size in the heap). torch's CPU tensors are glibc allocations as well, so both trainers reuse
@@ -82,51 +90,72 @@ from c2f_numpy.data import DATASETS, Augment, BatchLoader, Dataset, load_dataset
 from c2f_numpy.kernels.allocator import retain_freed_memory  # noqa: E402
 from c2f_numpy.models import ALL_VARIANTS  # noqa: E402
 from c2f_numpy.torch_reference import Conv2Former, count_params, official_init  # noqa: E402
-from c2f_numpy.train.schedule import cosine_lr  # noqa: E402
+from c2f_numpy.train.loop import TrainConfig  # noqa: E402
+from c2f_numpy.train.recipes import RECIPES, recipe_settings  # noqa: E402
+from c2f_numpy.train.schedule import cosine_lr, warmup_steps  # noqa: E402
+from c2f_numpy.train.splits import run_splits  # noqa: E402
 
 MODELS = sorted(name.removeprefix("conv2former_") for name in ALL_VARIANTS)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    d = TrainConfig()  # c2f-train's defaults: the recipe fashion_mnist_30min
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--dataset", default="fashion_mnist", choices=DATASETS)
+    p.add_argument("--recipe", choices=list(RECIPES), default=None,
+                   help="start from this c2f-train recipe (flags given override it)")  # fmt: skip
+    p.add_argument("--dataset", default=d.dataset, choices=DATASETS)
     p.add_argument("--data-dir", default=None, help="default: $C2F_DATA_DIR or ~/.cache/c2f_numpy (and system dirs)")
-    p.add_argument("--model", default="mini", choices=MODELS)
+    p.add_argument("--model", default=d.model, choices=MODELS)
     p.add_argument("--kernel-size", type=int, default=None, help="depthwise kernel (default: the variant's)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--eval-batch-size", type=int, default=128)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
     p.add_argument("--eval-hflip", action="store_true",
                    help="also report test_acc_hflip: logits of each image and its mirror averaged")  # fmt: skip
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--min-lr", type=float, default=1e-5)
-    p.add_argument("--warmup-epochs", type=float, default=1.0)
-    p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--opt", "--optimizer", dest="opt", default="adamw", choices=("adamw", "sgd"))
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD only (Nesterov)")
-    p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--drop-path", type=float, default=0.0)
-    p.add_argument("--layer-scale-init", type=float, default=1e-6)
-    p.add_argument("--clip-grad", type=float, default=0.0, help="max global gradient norm (0 = off)")
-    p.add_argument("--crop-padding", type=int, default=2)
-    p.add_argument("--no-hflip", action="store_true")
-    p.add_argument("--mixup", type=float, default=0.0, help="mixup alpha (0 = off)")
-    p.add_argument("--cutmix", type=float, default=0.0, help="cutmix alpha (0 = off)")
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--min-lr", type=float, default=d.min_lr)
+    p.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    p.add_argument("--warmup-fraction", type=float, default=d.warmup_fraction, help="cap of the warmup, of the run")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--opt", "--optimizer", dest="opt", default=d.optimizer, choices=("adamw", "sgd"))
+    p.add_argument("--momentum", type=float, default=d.momentum, help="SGD only (Nesterov)")
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--drop-path", type=float, default=d.drop_path)
+    p.add_argument("--layer-scale-init", type=float, default=d.layer_scale_init)
+    p.add_argument("--clip-grad", type=float, default=d.clip_grad, help="max global gradient norm (0 = off)")
+    p.add_argument("--crop-padding", type=int, default=d.crop_padding)
+    p.add_argument("--no-hflip", action="store_true", default=not d.hflip)
+    p.add_argument("--mixup", type=float, default=d.mixup, help="mixup alpha (0 = off)")
+    p.add_argument("--cutmix", type=float, default=d.cutmix, help="cutmix alpha (0 = off)")
     p.add_argument("--train-subset", type=int, default=0, help="train on this many samples (0 = all), seeded")
     p.add_argument("--test-subset", type=int, default=0, help="evaluate on this many samples (0 = all), seeded")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-split", type=int, default=d.val_split,
+                   help="hold out this many training images for validation, as c2f-train (0 = none)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--target-acc", type=float, default=None, help="report the wall time when test acc (%%) reaches it")
     p.add_argument("--limit-train-batches", type=int, default=None, help="train on the first N batches per epoch")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="torch.channels_last activations and weights (default: on, it is faster)")  # fmt: skip
     p.add_argument("--out", default=None, help="JSON-lines log (.jsonl)")
+    recipe = p.parse_known_args(argv)[0].recipe
+    if recipe is not None:  # the recipe's values become the defaults, so flags given still win
+        p.set_defaults(**recipe_defaults(recipe_settings(recipe)))
     args = p.parse_args(argv)
     if args.epochs < 1 or args.batch_size < 1 or args.eval_batch_size < 1 or args.threads < 1:
         p.error("--epochs, --batch-size, --eval-batch-size and --threads must be >= 1")
     if args.limit_train_batches is not None and args.limit_train_batches < 1:
         p.error("--limit-train-batches must be >= 1")
     return args
+
+
+def recipe_defaults(settings: dict[str, Any]) -> dict[str, Any]:
+    """A c2f-train recipe's settings as this script's argument names (``workers`` has no counterpart here)."""
+    renamed = {"optimizer": "opt"}
+    out = {renamed.get(k, k): v for k, v in settings.items() if k not in ("hflip", "workers")}
+    if "hflip" in settings:
+        out["no_hflip"] = not settings["hflip"]
+    return out
 
 
 def build_model(args: argparse.Namespace, train: Dataset) -> Conv2Former:
@@ -160,13 +189,6 @@ def build_optimizer(args: argparse.Namespace, model: nn.Module) -> torch.optim.O
     return torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum, nesterov=True)
 
 
-def subset(ds: Dataset, n: int, seed: int) -> Dataset:
-    """``n`` samples of ``ds`` (all when n is 0 or too large), drawn as c2f-train draws them."""
-    if not n or n >= len(ds):
-        return ds
-    return ds.subset(np.sort(np.random.default_rng([seed, 7]).permutation(len(ds))[:n]))
-
-
 def loss_fn(logits: Tensor, targets: Tensor, smoothing: float) -> Tensor:
     """Label-smoothed cross-entropy for int labels (N,) or soft targets (N, K), mean over the batch."""
     if targets.ndim == 1:
@@ -181,12 +203,15 @@ def to_tensor(x: np.ndarray, channels_last: bool) -> Tensor:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: BatchLoader, channels_last: bool, hflip: bool = False) -> dict[str, float]:
-    """Mean cross-entropy without smoothing and top-1 accuracy in % over the whole test set, eval mode:
-    ``test_loss``, ``test_acc``, and with ``hflip`` ``test_loss_hflip``, ``test_acc_hflip`` of the logits
-    averaged over each image and its left-right mirror (as c2f-train's ``--eval-hflip``)."""
+def evaluate(
+    model: nn.Module, loader: BatchLoader, channels_last: bool, hflip: bool = False, split: str = "test"
+) -> dict[str, float]:
+    """Mean cross-entropy without smoothing and top-1 accuracy in % over the whole ``split`` set, eval mode:
+    ``{split}_loss``, ``{split}_acc``, and with ``hflip`` ``{split}_loss_hflip``, ``{split}_acc_hflip`` of the
+    logits averaged over each image and its left-right mirror (as c2f-train's ``--eval-hflip``)."""
     model.eval()
-    sums = {"test_loss": 0.0, "test_acc": 0.0} | ({"test_loss_hflip": 0.0, "test_acc_hflip": 0.0} if hflip else {})
+    views = ("", "_hflip") if hflip else ("",)
+    sums = {f"{split}_{kind}{view}": 0.0 for view in views for kind in ("loss", "acc")}
     n = 0
     for i in range(len(loader)):
         x, y = loader.batch(0, i)
@@ -196,8 +221,8 @@ def evaluate(model: nn.Module, loader: BatchLoader, channels_last: bool, hflip: 
         if hflip:
             outputs["_hflip"] = (logits + model(to_tensor(np.ascontiguousarray(x[..., ::-1]), channels_last))) * 0.5
         for suffix, out in outputs.items():
-            sums["test_loss" + suffix] += F.cross_entropy(out, yt, reduction="sum").item()
-            sums["test_acc" + suffix] += int((out.argmax(1) == yt).sum())
+            sums[f"{split}_loss{suffix}"] += F.cross_entropy(out, yt, reduction="sum").item()
+            sums[f"{split}_acc{suffix}"] += int((out.argmax(1) == yt).sum())
         n += len(y)
     return {k: (100.0 * v if "acc" in k else v) / n for k, v in sums.items()}
 
@@ -266,19 +291,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     retain_freed_memory()  # as c2f-train: torch's CPU tensors come from glibc's malloc too (see the docstring)
 
-    train = subset(load_dataset(args.dataset, "train", args.data_dir), args.train_subset, args.seed)
-    test = subset(load_dataset(args.dataset, "test", args.data_dir), args.test_subset, args.seed + 1)
+    train, val, test = run_splits(
+        load_dataset(args.dataset, "train", args.data_dir), load_dataset(args.dataset, "test", args.data_dir),
+        val_split=args.val_split, train_subset=args.train_subset, test_subset=args.test_subset, seed=args.seed,
+    )  # fmt: skip
     augment = Augment(
         crop_padding=args.crop_padding, hflip=not args.no_hflip, mixup_alpha=args.mixup, cutmix_alpha=args.cutmix
     )
     train_loader = BatchLoader(train, args.batch_size, shuffle=True, seed=args.seed, drop_last=True, augment=augment)
     test_loader = BatchLoader(test, args.eval_batch_size, shuffle=False)
+    val_loader = BatchLoader(val, args.eval_batch_size, shuffle=False) if val is not None else None
     steps_per_epoch = len(train_loader)
     if args.limit_train_batches is not None:
         steps_per_epoch = min(steps_per_epoch, args.limit_train_batches)
     total_steps = args.epochs * steps_per_epoch
-    warmup_steps = min(round(args.warmup_epochs * steps_per_epoch), total_steps)
-    schedule = (steps_per_epoch, total_steps, warmup_steps)
+    schedule = (steps_per_epoch, total_steps,
+                warmup_steps(steps_per_epoch, total_steps, args.warmup_epochs, args.warmup_fraction))  # fmt: skip
 
     torch.manual_seed(args.seed)
     model = build_model(args, train)
@@ -288,31 +316,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = vars(args) | {"params": count_params(model), "steps_per_epoch": steps_per_epoch}
     config["torch"] = torch.__version__
     print(f"{args.model}: {config['params'] / 1e6:.3f}M params, {steps_per_epoch} steps/epoch, "
-          f"{len(train)} train / {len(test)} test images, {args.threads} threads", flush=True)  # fmt: skip
+          f"{len(train)} train / {len(val) if val else 0} validation / {len(test)} test images, "
+          f"{args.threads} threads, {schedule[2]} warmup steps", flush=True)  # fmt: skip
 
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    best_acc, best_epoch, time_to_target = -1.0, 0, None
+    best: dict[str, Any] = {"best_val_acc": None, "best_epoch": None, "best_metric": None, "best_test": {}}
+    time_to_target = None
     with open(args.out, "w", encoding="utf-8") if args.out else contextlib.nullcontext() as out:
         start = time.perf_counter()
         for epoch in range(args.epochs):
             record = {"epoch": epoch + 1} | train_epoch(args, model, optimizer, train_loader, epoch, schedule)
             t_eval = time.perf_counter()
+            if val_loader is not None:
+                record |= evaluate(model, val_loader, args.channels_last, args.eval_hflip, "val")
             record |= evaluate(model, test_loader, args.channels_last, args.eval_hflip)
             record["eval_seconds"] = time.perf_counter() - t_eval
             record["epoch_seconds"] = record["train_seconds"] + record["eval_seconds"]
             record["wall_seconds"] = wall = time.perf_counter() - start
-            acc = max(record["test_acc"], record.get("test_acc_hflip", -1.0))  # c2f-train's best: over both
-            if acc > best_acc:
-                best_acc, best_epoch = acc, epoch + 1
-            if time_to_target is None and args.target_acc is not None and acc >= args.target_acc:
+            val_accs = {k: v for k, v in record.items() if k.startswith("val_acc")}
+            if val_accs:  # selection on the validation split only, as c2f-train; plain first on a tie
+                metric = max(val_accs, key=lambda k: val_accs[k])
+                if best["best_val_acc"] is None or val_accs[metric] > best["best_val_acc"]:
+                    test_accs = {k: v for k, v in record.items() if k.startswith("test_acc")}
+                    best = {"best_val_acc": val_accs[metric], "best_epoch": epoch + 1, "best_metric": metric,
+                            "best_test": test_accs}  # fmt: skip
+            if time_to_target is None and args.target_acc is not None and record["test_acc"] >= args.target_acc:
                 time_to_target = wall
             write_record(out, record)
         summary = {
             "summary": True,
-            "best_acc": best_acc,
-            "best_epoch": best_epoch,
             "final_acc": record["test_acc"],
+            **best,
             "steps": total_steps,
             "wall": time.perf_counter() - start,
             "target_acc": args.target_acc,

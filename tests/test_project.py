@@ -66,8 +66,9 @@ def test_readme_training_command_runs_on_a_slice(tmp_path: Path, capsys: pytest.
     args = [a for a in readme_train_args()]
     args[args.index("--out") + 1] = str(tmp_path / "quick")
     assert train_main([*args, "--train-subset", "512", "--test-subset", "500", "--no-progress"]) == 0
-    out = capsys.readouterr().out
-    assert "epoch 1/1: train loss" in out and "best test accuracy" in out
+    captured = capsys.readouterr()
+    out = captured.out + captured.err
+    assert "epoch 1/1: train loss" in out and "done. test accuracy" in out and "best validation accuracy" in out
 
 
 def tracked_text_files() -> list[Path]:

@@ -11,7 +11,8 @@ c2f_numpy.train.worker``) each take a contiguous slice of every batch:
 
 so g is the gradient of the batch's mean loss. The trainer alone then clips, steps the optimizer and updates
 the EMA; before each step it copies its weights (and BatchNorm buffers) into the helpers. Evaluation is split
-the same way, by ranges of the test set. Each process runs ``C2F_NUM_THREADS // W`` threads (at least one).
+the same way, by ranges of the test set (or of the validation set). Each process runs ``C2F_NUM_THREADS // W``
+threads (at least one).
 
 What differs from one process: BatchNorm normalises each slice with the slice's own statistics, as
 ``torch.nn.parallel.DistributedDataParallel`` without ``SyncBatchNorm`` does, and its running averages come from
@@ -20,8 +21,8 @@ rank 0's slice (DDP also keeps rank 0's buffers); drop path draws each slice's m
 runs with different W agree only statistically.
 
 Transport: one file in ``/dev/shm`` (a temporary file elsewhere), mapped by every process, holds the weights,
-the batch, the helpers' gradients and the test set; it is unlinked as soon as all helpers have mapped it, so
-nothing is left behind even if the trainer is killed. Commands and replies are JSON lines on the helpers'
+the batch, the helpers' gradients and the test (and validation) set; it is unlinked as soon as all helpers have
+mapped it, so nothing is left behind even if the trainer is killed. Commands and replies are JSON lines on the helpers'
 stdin / stdout (no pickle); a helper exits when its stdin closes, so helpers never outlive the trainer.
 """
 
@@ -183,6 +184,7 @@ class DataParallel:
         eval_hflip: bool,
         rng_states: list[dict[str, Any]],
         model_kwargs: dict[str, Any],
+        val_set: Dataset | None = None,
     ) -> None:
         if workers < 2:
             raise ValueError(f"DataParallel: needs workers >= 2, got {workers}")
@@ -192,7 +194,8 @@ class DataParallel:
             raise ValueError(f"DataParallel: need {workers - 1} helper generator states, got {len(rng_states)}")
         self.model, self.workers, self.batch_size = model, workers, batch_size
         self.label_smoothing, self.rng_states = label_smoothing, rng_states
-        self.eval_batch_size, self.eval_hflip, self.test_set = eval_batch_size, eval_hflip, test_set
+        self.eval_batch_size, self.eval_hflip = eval_batch_size, eval_hflip
+        self.eval_sets = {"test": test_set} | ({"val": val_set} if val_set is not None else {})
         self.bounds = split_bounds(batch_size, workers)
         self.procs: list[subprocess.Popen[bytes]] = []
         self._restore_threads: list[Any] = []
@@ -208,9 +211,9 @@ class DataParallel:
             ("labels", np.int64, (batch_size,)),
             ("soft", dtype, (batch_size, num_classes)),
             *((f"grad{r}", dtype, (n_params,)) for r in range(1, workers)),
-            ("test_images", np.uint8, test_set.images.shape),
-            ("test_labels", np.int64, test_set.labels.shape),
-        ]
+            *((f"{split}_{kind}", a.dtype, a.shape) for split, ds in self.eval_sets.items()
+              for kind, a in (("images", ds.images), ("labels", ds.labels))),
+        ]  # fmt: skip
         regions, nbytes = _layout(specs)
         shm_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
         fd, path = tempfile.mkstemp(prefix="c2f-train-", suffix=".bin", dir=shm_dir)
@@ -220,8 +223,9 @@ class DataParallel:
             os.close(fd)
             self._buf = np.memmap(path, dtype=np.uint8, mode="r+", shape=(nbytes,))
             self.views = _views(self._buf, regions)
-            self.views["test_images"][...] = test_set.images
-            self.views["test_labels"][...] = test_set.labels
+            for split, ds in self.eval_sets.items():
+                self.views[f"{split}_images"][...] = ds.images
+                self.views[f"{split}_labels"][...] = ds.labels
             self.state_views = _split_flat(self.views["state"], [a for _, a in self.state])
             self.grad_views = [_split_flat(self.views[f"grad{r}"], [p.data for p in self.params])
                                for r in range(1, workers)]  # fmt: skip
@@ -328,13 +332,15 @@ class DataParallel:
                     p.grad += g
         return loss, correct
 
-    def evaluate(self) -> dict[str, float]:
-        """:func:`eval_sums` of the whole test set with the model's current weights, split by ranges."""
-        ds = self.test_set
+    def evaluate(self, split: str = "test") -> dict[str, float]:
+        """:func:`eval_sums` of the whole test (or "val") set with the model's current weights, split by ranges."""
+        if split not in self.eval_sets:
+            raise ValueError(f"DataParallel.evaluate: no {split!r} set; have {sorted(self.eval_sets)}")
+        ds = self.eval_sets[split]
         bounds = split_bounds(len(ds), self.workers)
         self._publish_state()
         for rank in range(1, self.workers):
-            self._send(rank, {"cmd": "eval", "lo": bounds[rank], "hi": bounds[rank + 1]})
+            self._send(rank, {"cmd": "eval", "split": split, "lo": bounds[rank], "hi": bounds[rank + 1]})
         sums = eval_sums(self.model, ds.images[: bounds[1]], ds.labels[: bounds[1]], ds.mean, ds.std,
                          self.eval_batch_size, self.eval_hflip)  # fmt: skip
         for rank in range(1, self.workers):
@@ -418,9 +424,9 @@ def _helper(stdin: IO[bytes], stdout: IO[bytes]) -> int:
                         g[...] = p.grad
                 reply({"loss": loss, "correct": correct, "rng": model.drop_path_rng.bit_generator.state})
             elif message["cmd"] == "eval":
-                lo, hi = message["lo"], message["hi"]
-                reply(eval_sums(model, views["test_images"][lo:hi], views["test_labels"][lo:hi], init["mean"],
-                                init["std"], init["eval_batch_size"], init["eval_hflip"]))  # fmt: skip
+                lo, hi, split = message["lo"], message["hi"], message["split"]
+                reply(eval_sums(model, views[f"{split}_images"][lo:hi], views[f"{split}_labels"][lo:hi],
+                                init["mean"], init["std"], init["eval_batch_size"], init["eval_hflip"]))  # fmt: skip
             else:
                 raise WorkerError(f"unknown command {message['cmd']!r}")
         except Exception:

@@ -29,11 +29,17 @@ PAR = replace(BASE, workers=2)
 
 
 def make_parallel(
-    model: Conv2Former, workers: int, batch: int, rngs: list, test_set: Dataset, hflip: bool = True
+    model: Conv2Former,
+    workers: int,
+    batch: int,
+    rngs: list,
+    test_set: Dataset,
+    hflip: bool = True,
+    val_set: Dataset | None = None,
 ) -> DataParallel:
     return DataParallel(
         model, workers=workers, batch_size=batch, label_smoothing=0.1, num_classes=4, test_set=test_set,
-        eval_batch_size=8, eval_hflip=hflip, rng_states=rngs,
+        val_set=val_set, eval_batch_size=8, eval_hflip=hflip, rng_states=rngs,
         model_kwargs={"drop_path_rate": 0.3, "layer_scale_init_value": 1.0, "backend": "numba", "seed": 0},
     )  # fmt: skip
 
@@ -106,12 +112,19 @@ def test_split_evaluation_matches_one_process() -> None:
         elif name.endswith("running_mean"):
             buf[...] = np.linspace(-0.3, 0.3, buf.size)
     model.train()
+    val_set = make_dataset("val", 13, 2)
     want = eval_sums(model, test_set.images, test_set.labels, test_set.mean, test_set.std, 8, True)
-    with make_parallel(model, 2, 4, [np.random.default_rng(1).bit_generator.state], test_set) as dp:
-        got = dp.evaluate()
+    want_val = eval_sums(model, val_set.images, val_set.labels, val_set.mean, val_set.std, 8, True)
+    rngs = [np.random.default_rng(1).bit_generator.state]
+    with make_parallel(model, 2, 4, rngs, test_set, val_set=val_set) as dp:
+        got, got_val = dp.evaluate(), dp.evaluate("val")
+        with pytest.raises(ValueError, match="no 'train' set"):
+            dp.evaluate("train")
     assert got.keys() == want.keys() == {"loss", "acc", "loss_hflip", "acc_hflip"}
     for key in want:
         assert got[key] == pytest.approx(want[key], rel=tolerance(dtype)), key
+        assert got_val[key] == pytest.approx(want_val[key], rel=tolerance(dtype)), key
+    assert got_val["loss"] != pytest.approx(got["loss"])  # two sets, not the same one twice
     assert model.training  # evaluation leaves the model in training mode
 
 
@@ -173,7 +186,7 @@ def test_resume_with_helpers_is_bitwise_identical(tmp_path: Path, parallel_run: 
 
 def test_parallel_run_learns_like_one_process(parallel_run: Path, tmp_path: Path) -> None:
     rows = load_checkpoint(parallel_run / LAST).meta["history"]
-    assert rows[-1]["train_loss"] < rows[0]["train_loss"] and rows[-1]["train_acc"] >= 50.0
+    assert rows[-1]["train_loss"] < 0.9 * rows[0]["train_loss"] and rows[-1]["train_acc"] > 25.0  # as test_loop's
     # with the same seed the two runs start alike and then drift apart (BatchNorm sees half batches)
     single = load_checkpoint(run(tmp_path, BASE).out_dir / LAST).meta["history"]
     assert rows[0]["train_loss"] == pytest.approx(single[0]["train_loss"], rel=0.2)
