@@ -2,7 +2,9 @@
 
 Each notebook is executed with nbclient in a fresh kernel of this interpreter, from notebooks/ as the working
 directory, with C2F_NOTEBOOK_SMALL=1 (the notebooks' small-settings switch) and the Agg matplotlib backend.
-A cell that raises fails the test with that cell's error. nbclient, nbformat and ipykernel come with the
+A cell that raises fails the test with that cell's error. CI leaves these out (``-m "not notebook"``): its docs
+build executes every notebook the same way (mkdocs-jupyter, ``allow_errors: false``, the small settings), and
+running them twice cost about 80 s. nbclient, nbformat and ipykernel come with the
 ``test`` extra: without them the execution tests skip, except under CI (``CI`` set) or with
 C2F_REQUIRE_NOTEBOOKS=1, where a missing package is an error.
 """
@@ -66,6 +68,8 @@ def this_interpreter_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     return KERNEL_NAME
 
 
+@pytest.mark.notebook
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs_top_to_bottom(path: Path, this_interpreter_kernel: str, monkeypatch: pytest.MonkeyPatch) -> None:
     nbformat = _require("nbformat")

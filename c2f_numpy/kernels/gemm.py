@@ -1,7 +1,8 @@
 """The fast copy's matrix products on the Numba pool: fixed blocks, one single-threaded BLAS call each.
 
-    matmul(a, b)     (M, K) @ (K, N)     rows of a in blocks of ROW_BLOCK, one BLAS call per block
-    matmul_tn(a, b)  (M, K)^T @ (M, N)   the sum over M (pixels) in fixed chunks, partial products summed in order
+    matmul(a, b)     (M, K) @ (K, N)     rows of a in blocks (row_block(M)), one BLAS call per block
+    matmul_tn(a, b)  (M, K)^T @ (M, N)   K >= TN_MIN_ROWS: a^T copied once, then matmul's row blocks over K;
+                                         narrower: the sum over M in fixed chunks, partial products added in order
 
 Why not ``a @ b``: NumPy's OpenBLAS runs its own pool of threads beside Numba's, and on a busy machine the two
 pools wait for each other's descheduled threads (:mod:`.pool`). Here the Numba pool hands out the blocks and
@@ -23,9 +24,20 @@ from threadpoolctl import ThreadpoolController
 
 from .pool import parallel_kernel
 
-ROW_BLOCK = 256  # rows of a per BLAS call: ~100 blocks for a 28x28 batch-128 map, enough to balance 2-8 threads
-TN_CHUNK_ROWS = 4096  # rows of the sum per partial product of matmul_tn
+# Rows per BLAS call: about M/4, so the small maps of the last stages (M = 256..1024 rows, the widest GEMMs) still
+# give two threads two or more blocks; at least 128 (with fewer rows each call re-packs all of b for too little
+# work: 256x256x256 in 32-row blocks took 2x as long as in 128-row blocks), at most 512 (a block of a and out
+# stays in the caches; a 28x28 batch-128 map has ~200 blocks).
+MIN_ROW_BLOCK, MAX_ROW_BLOCK, TARGET_BLOCKS = 128, 512, 4
+TN_MIN_ROWS = 128  # matmul_tn with at least this many output rows splits them; narrower ones split the sum
+TN_CHUNK_ROWS = 4096  # rows of the sum per partial product of the narrow matmul_tn
 TN_MAX_CHUNKS = 32  # at most this many partials (their memory: chunks x K x N values)
+
+
+def row_block(rows: int) -> int:
+    """Rows per block for a GEMM with this many output rows: a function of the shape only (determinism)."""
+    per = -(-rows // TARGET_BLOCKS)
+    return min(MAX_ROW_BLOCK, max(MIN_ROW_BLOCK, -(-per // 8) * 8))
 
 
 def _limit_scipy_blas() -> None:
@@ -84,7 +96,7 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     elif out.shape != (m, n) or out.dtype != a.dtype or not out.flags.c_contiguous:
         raise ValueError(f"matmul: out must be a C-contiguous ({m}, {n}) {a.dtype} array, got {out.shape} {out.dtype}")
     if m and n:
-        _matmul_blocks(np.ascontiguousarray(a), _operand(b), out, ROW_BLOCK)
+        _matmul_blocks(np.ascontiguousarray(a), _operand(b), out, row_block(m))
     return out
 
 
@@ -94,6 +106,8 @@ def matmul_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     n = b.shape[1]
     if b.shape[0] != m or a.dtype != b.dtype:
         raise ValueError(f"matmul_tn: a {a.shape} {a.dtype} and b {b.shape} {b.dtype} do not share their rows")
+    if k >= TN_MIN_ROWS:  # wide enough to split the output rows: each element is one BLAS sum over all of M
+        return matmul(np.ascontiguousarray(a.T), b)
     chunks = max(1, min(TN_MAX_CHUNKS, -(-m // TN_CHUNK_ROWS)))
     per = -(-m // chunks) if m else 1
     parts = np.empty((chunks, k, n), dtype=a.dtype)

@@ -75,8 +75,11 @@ def test_the_fast_copy_multiplies_matrices_only_through_the_pool() -> None:
     assert not offenders, f"kernels/nhwc.py lines {offenders}: use kernels.gemm"
 
 
+GEMM_SHAPES = [(0, 3, 4), (1, 1, 1), (255, 7, 5), (257, 16, 64), (9000, 33, 17), (3000, 130, 20), (70, 200, 96)]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize(("m", "k", "n"), [(0, 3, 4), (1, 1, 1), (255, 7, 5), (257, 16, 64), (9000, 33, 17)])
+@pytest.mark.parametrize(("m", "k", "n"), GEMM_SHAPES)
 def test_gemm_matches_numpy(m: int, k: int, n: int, dtype: type) -> None:
     rng = np.random.default_rng(m + k + n)
     a = rng.standard_normal((m, k)).astype(dtype)
@@ -117,8 +120,14 @@ def test_gemm_results_do_not_depend_on_the_thread_count() -> None:
     a = rng.standard_normal((70_001, 24)).astype(np.float32)
     b = rng.standard_normal((24, 40)).astype(np.float32)
     d = rng.standard_normal((70_001, 40)).astype(np.float32)
-    many = gemm.matmul(a, b), gemm.matmul_tn(a, d)
-    one = _at_threads(1, lambda: (gemm.matmul(a, b), gemm.matmul_tn(a, d)))
+    wide = rng.standard_normal((5_001, 160)).astype(np.float32)  # matmul_tn's other strategy: split output rows
+    dw = rng.standard_normal((5_001, 40)).astype(np.float32)
+
+    def products() -> tuple[np.ndarray, ...]:
+        return gemm.matmul(a, b), gemm.matmul_tn(a, d), gemm.matmul_tn(wide, dw), gemm.matmul(d[:300], b.T.copy())
+
+    many = products()
+    one = _at_threads(1, products)
     assert all(np.array_equal(x, y) for x, y in zip(many, one, strict=True))
 
 
