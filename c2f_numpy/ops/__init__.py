@@ -5,7 +5,7 @@ a small frozen dataclass holding exactly what the backward needs. Layout is NCHW
 """
 
 from .activation import gelu_backward, gelu_forward
-from .checks import OpDTypeError, OpInputError
+from .checks import OpDTypeError, OpInputError, OpTypeError
 from .conv import (
     conv1x1_backward,
     conv1x1_forward,
@@ -39,6 +39,7 @@ __all__ = [
     "BatchNormStats",
     "OpDTypeError",
     "OpInputError",
+    "OpTypeError",
     "batch_norm2d_backward",
     "batch_norm2d_forward",
     "conv1x1_backward",

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .checks import OpInputError
+from .checks import CHANNELS_FIRST, CHANNELS_LAST, Layout, OpInputError
 
 
 def namespace(F: Any) -> Any:
@@ -21,6 +21,11 @@ def namespace(F: Any) -> Any:
     from .. import ops  # imported here: this module is part of ops' own import
 
     return ops
+
+
+def layout_of(F: Any) -> Layout:
+    """The activation layout of an op namespace, from its ``CHANNEL_AXIS`` (1: channels-first, -1: last)."""
+    return CHANNELS_FIRST if F.CHANNEL_AXIS == 1 else CHANNELS_LAST
 
 
 def check_param_keys(op: str, params: Mapping[str, np.ndarray], expected: tuple[str, ...]) -> None:

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .checks import check_array, check_same_size_depthwise
-from .composite import check_param_keys, namespace, with_bias
+from .checks import check_array, pos_residual_args
+from .composite import check_param_keys, layout_of, namespace, with_bias
 
 MLP_KEYS = (
     "norm.weight",
@@ -45,12 +45,9 @@ def pos_residual_forward(
 
     Shapes: h (N, C, H, W) (channels-last with ``F=kernels.nhwc``), w (C, 1, k, k), b (C,) -> out like h.
     """
-    op = "pos_residual"
     F = namespace(F)
-    h = check_array(op, "h", h, 4, F.LAYOUT)
-    c = h.shape[F.CHANNEL_AXIS]
-    k = check_same_size_depthwise(op, "w", w, c)
-    p, conv = F.conv2d_forward(h, w, b, padding=k // 2, groups=c)
+    h, k = pos_residual_args("pos_residual", h, w, layout_of(F))
+    p, conv = F.conv2d_forward(h, w, b, padding=k // 2, groups=h.shape[F.CHANNEL_AXIS])
     g, act = F.gelu_forward(p)
     return h + g, PosResidualCache(conv, act)
 
