@@ -89,11 +89,14 @@ class BatchNormStatsLike(Protocol):
 
 _REPR = reprlib.Repr()
 _REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlevel = 3
+BRIEF_CHARS = 80
 
 
 def _brief(v: object) -> str:
-    """A short repr of a bad value for a message (bounded however big or deep the value is)."""
-    return f"{_REPR.repr(v)} ({type(v).__name__})"
+    """A short repr of a bad value for a message: at most BRIEF_CHARS, however big or deep the value is."""
+    r = _REPR.repr(v)
+    return f"{r if len(r) <= BRIEF_CHARS else r[: BRIEF_CHARS - 3] + '...'} ({type(v).__name__})"
 
 
 def _shape(x: object) -> str:
@@ -200,7 +203,7 @@ def check_int(op: str, name: str, v: object, minimum: int) -> int:
     if not _is_int(v):
         raise OpTypeError(f"{op}: {name} must be an int, got {_brief(v)}")
     if int(v) < minimum:
-        raise OpInputError(f"{op}: {name} must be >= {minimum}, got {v!r}")
+        raise OpInputError(f"{op}: {name} must be >= {minimum}, got {_REPR.repr(v)}")
     return int(v)
 
 
@@ -211,7 +214,7 @@ def as_pair(op: str, name: str, v: object, minimum: int) -> tuple[int, int]:
     if not ints:
         raise OpTypeError(f"{op}: {name} must be an int or a pair of ints, got {_brief(v)}")
     if min(ints) < minimum:
-        raise OpInputError(f"{op}: {name} must be >= {minimum}, got {v!r}")
+        raise OpInputError(f"{op}: {name} must be >= {minimum}, got {_REPR.repr(v)}")
     return ints[0], ints[1]
 
 
@@ -272,7 +275,7 @@ def resolve_padding(
     if p is None:
         raise OpTypeError(f"{op}: padding must hold ints, got {_brief(padding)}")
     if min(p) < 0:
-        raise OpInputError(f"{op}: padding must be non-negative ints, got {padding!r}")
+        raise OpInputError(f"{op}: padding must be non-negative ints, got {_REPR.repr(padding)}")
     return p[0], p[1], p[2], p[3]
 
 
@@ -316,7 +319,7 @@ def conv2d_args(
     co, cg, kh, kw = w.shape
     g = check_int(op, "groups", groups, 1)
     if c % g or co % g:
-        raise OpInputError(f"{op}: groups={g} must divide C_in={c} and C_out={co}")
+        raise OpInputError(f"{op}: groups={_REPR.repr(g)} must divide C_in={c} and C_out={co}")
     if cg * g != c:
         raise OpInputError(
             f"{op}: channel mismatch: x has C_in={c}, w expects C_in/groups={cg} x groups={g} = {cg * g}"

@@ -352,3 +352,17 @@ def test_nan_propagates_and_is_not_masked() -> None:
     logits[1, 2] = np.inf
     loss, _ = ops.cross_entropy_forward(logits, np.array([0, 1]))
     assert np.isnan(loss)
+
+
+@pytest.mark.parametrize("F", COPIES)
+def test_messages_stay_short_whatever_the_bad_value(F: ModuleType) -> None:
+    """A huge or deeply nested option is shown in a bounded form (reprlib), not repr'd whole."""
+    nested: list[Any] = []
+    for _ in range(500):
+        nested = [nested, nested]  # 2**500 leaves through shared structure: a full repr would never end
+    calls = [lambda bad=bad: conv(F, stride=bad) for bad in (list(range(10**6)), nested, "s" * 10**6, -(10**4000))]
+    calls += [lambda: conv(F, groups=10**4000), lambda: conv(F, padding=(-(10**4000), 0))]
+    for call in calls:
+        with pytest.raises(OpInputError) as info:
+            call()
+        assert len(str(info.value)) < 200, str(info.value)[:300]
