@@ -27,15 +27,21 @@ from .. import ops
 from ..backend import fast_ops
 from ..ops import mlp, modulation
 from ..ops.checks import (
+    CHANNELS_LAST,
     OpInputError,
-    as_pair,
+    Padding,
+    batch_norm2d_args,
     check_array,
     check_grad_out,
     check_optional,
-    check_param,
-    check_same_size_depthwise,
+    conv1x1_args,
+    conv2d_args,
+    gelu_args,
+    layer_norm_args,
+    layer_scale_args,
+    modulate_args,
+    pos_residual_args,
 )
-from ..ops.conv import Padding, conv_output_size, resolve_padding
 from ..ops.norm import BatchNormStats, update_running_stats
 from .channels import batch_norm_rows, batch_norm_rows_backward, channel_dot_sums, channel_mean_var, channel_sums
 from .dense import gather_taps, scatter_add_taps
@@ -98,15 +104,10 @@ def conv2d_forward(
     convolutions (groups = C_in = C_out, stride 1, square odd kernel, equal padding on all sides).
     """
     op = "conv2d (nhwc)"
-    x = check_array(op, "x", x, 4, NHWC)
-    w = check_array(op, "w", w, 4, "(C_out, C_in/groups, kH, kW)", dtype=x.dtype)
-    n, h, wd, c = x.shape
-    co, cg, kh, kw = w.shape
-    if cg * groups != c:
-        raise OpInputError(f"{op}: channel mismatch: x has C_in={c}, w expects {cg} x groups={groups}")
-    b = check_optional(op, "b", b, (co,), x.dtype, "(C_out,)")
-    s, d = as_pair(op, "stride", stride, 1), as_pair(op, "dilation", dilation, 1)
-    pads = resolve_padding(op, padding, (kh, kw), s, d)
+    a = conv2d_args(op, x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups, layout=CHANNELS_LAST)
+    x, w, b, s, d, pads, groups, (ho, wo) = a.x, a.w, a.b, a.stride, a.dilation, a.pads, a.groups, a.out_hw
+    n, _, _, c = x.shape
+    co, _, kh, kw = w.shape
     if d != (1, 1):
         raise OpInputError(f"{op}: the fast copy has no dilation; use the teaching copy (ops.conv2d)")
     depthwise = groups == c == co and groups > 1
@@ -119,10 +120,6 @@ def conv2d_forward(
         return out, Conv2dCache(x, w, b is not None, x.shape, pads, s, True, out.shape, w_kkc)
     if groups != 1:
         raise OpInputError(f"{op}: grouped (not depthwise) convolution is not in the fast copy; use ops.conv2d")
-    ho = conv_output_size(h, pads[0] + pads[1], kh, s[0], 1)
-    wo = conv_output_size(wd, pads[2] + pads[3], kw, s[1], 1)
-    if ho < 1 or wo < 1:
-        raise OpInputError(f"{op}: input {h}x{wd} with padding {pads} is smaller than the kernel {kh}x{kw}")
     # Rows (i, j, c) to match the columns of cols. Both operands C-contiguous and of x's dtype: one sgemm/dgemm
     # per chunk, no hidden copy or upcast.
     w_mat = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(kh * kw * c, co))
@@ -247,13 +244,8 @@ class Conv1x1Cache:
 
 def conv1x1_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -> tuple[np.ndarray, Conv1x1Cache]:
     """Pointwise convolution as one GEMM over all pixels: (N*H*W, C_in) @ (C_in, C_out)."""
-    op = "conv1x1 (nhwc)"
-    x = check_array(op, "x", x, 4, NHWC)
-    w = check_array(op, "w", w, (2, 4), "(C_out, C_in, 1, 1)", dtype=x.dtype)
+    x, w, b = conv1x1_args("conv1x1 (nhwc)", x, w, b, CHANNELS_LAST)
     co, ci = w.shape[:2]
-    if ci != x.shape[-1]:
-        raise OpInputError(f"{op}: channel mismatch: x has C_in={x.shape[-1]}, w expects C_in={ci}")
-    b = check_optional(op, "b", b, (co,), x.dtype, "(C_out,)")
     out = matmul(x.reshape(-1, ci), w.reshape(co, ci).T)
     if b is not None:
         add_bias_rows(out, b)
@@ -323,11 +315,8 @@ def layer_norm_forward(
 ) -> tuple[np.ndarray, LayerNormCache]:
     """LayerNorm over the last (channel) axis of a channels-last tensor: the same math as the channels-first
     ``ops.layer_norm``, which normalises over axis 1 of NCHW."""
-    op = "layer_norm (nhwc)"
-    x = check_array(op, "x", x, layout="(..., C)")
+    x, weight, bias, eps = layer_norm_args("layer_norm (nhwc)", x, weight, bias, eps, CHANNELS_LAST)
     c = x.shape[-1]
-    weight = check_param(op, "weight", weight, (c,), x.dtype, "(C,)")
-    bias = check_param(op, "bias", bias, (c,), x.dtype, "(C,)")
     x2 = x.reshape(-1, c)
     y, xhat = np.empty_like(x2), np.empty_like(x2)
     rstd = np.empty(x2.shape[0], dtype=x.dtype)
@@ -351,7 +340,7 @@ class GeluCache:
 
 
 def gelu_forward(x: np.ndarray, approximate: str = "none") -> tuple[np.ndarray, GeluCache]:
-    x = check_array("gelu (nhwc)", "x", x)
+    x = gelu_args("gelu (nhwc)", x, approximate)
     if approximate != "none":
         y, c = ops.gelu_forward(x, approximate)
         return y, GeluCache(x, approximate, c)
@@ -390,16 +379,14 @@ def batch_norm2d_forward(
     eps: float = 1e-5,
 ) -> tuple[np.ndarray, BatchNormCache, BatchNormStats]:
     """Channels-last ``batch_norm2d``: statistics per channel over all N*H*W pixels (the last axis is C)."""
-    op = "batch_norm2d (nhwc)"
-    x = check_array(op, "x", x, 4, NHWC)
+    x, weight, bias, momentum, eps = batch_norm2d_args(
+        "batch_norm2d (nhwc)", x, weight, bias, stats, training=training, momentum=momentum, eps=eps,
+        layout=CHANNELS_LAST,
+    )  # fmt: skip
     c = x.shape[-1]
-    weight = check_param(op, "weight", weight, (c,), x.dtype, "(C,)")
-    bias = check_param(op, "bias", bias, (c,), x.dtype, "(C,)")
     x2 = x.reshape(-1, c)
     if training:
         m = x2.shape[0]
-        if m < 2:
-            raise OpInputError(f"{op}: train mode needs more than 1 value per channel, got input shape {x.shape}")
         mean, var = channel_mean_var(x2)
         new = update_running_stats(stats, mean, var, m, momentum)
     else:
@@ -433,13 +420,13 @@ class LayerScaleCache:
 
 def layer_scale_forward(x: np.ndarray, gamma: np.ndarray) -> tuple[np.ndarray, LayerScaleCache]:
     """y = gamma * x with gamma (C,) on the last axis."""
-    x = check_array("layer_scale (nhwc)", "x", x)
-    gamma = check_param("layer_scale (nhwc)", "gamma", gamma, (x.shape[-1],), x.dtype, "(C,)")
+    x, gamma = layer_scale_args("layer_scale (nhwc)", x, gamma, CHANNELS_LAST)
     return x * gamma, LayerScaleCache(x, gamma)
 
 
 def layer_scale_backward(dout: np.ndarray, cache: LayerScaleCache) -> tuple[np.ndarray, np.ndarray]:
     c = cache.gamma.shape[0]
+    dout = check_grad_out("layer_scale (nhwc)", dout, cache.x.shape, cache.x.dtype)
     return dout * cache.gamma, channel_dot_sums(dout.reshape(-1, c), cache.x.reshape(-1, c))[0]
 
 
@@ -451,12 +438,13 @@ class GlobalAvgPoolCache:
 
 def global_avg_pool_forward(x: np.ndarray) -> tuple[np.ndarray, GlobalAvgPoolCache]:
     """(N, H, W, C) -> (N, C)."""
-    x = check_array("global_avg_pool (nhwc)", "x", x, 4, NHWC)
+    x = check_array("global_avg_pool (nhwc)", "x", x, 4, CHANNELS_LAST.name)
     return x.mean(axis=(1, 2)), GlobalAvgPoolCache(x.shape, x.dtype)
 
 
 def global_avg_pool_backward(dout: np.ndarray, cache: GlobalAvgPoolCache) -> np.ndarray:
-    _, h, w, _ = cache.shape
+    n, h, w, c = cache.shape
+    dout = check_grad_out("global_avg_pool (nhwc)", dout, (n, c), cache.dtype)
     dx = np.empty(cache.shape, dtype=cache.dtype)
     dx[...] = (dout / (h * w))[:, None, None, :]
     return dx
@@ -464,9 +452,7 @@ def global_avg_pool_backward(dout: np.ndarray, cache: GlobalAvgPoolCache) -> np.
 
 def modulate_forward(a: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, modulation.ModulateCache]:
     """m = a * v, one parallel pass."""
-    op = "modulate (nhwc)"
-    a = check_array(op, "a", a)
-    v = check_param(op, "v", v, a.shape, a.dtype, "(like a)")
+    a, v = modulate_args("modulate (nhwc)", a, v)
     m = np.empty_like(a)
     mul_flat(a.reshape(-1), v.reshape(-1), m.reshape(-1))
     return m, modulation.ModulateCache(a, v)
@@ -498,9 +484,7 @@ def convmod_backward(dout: np.ndarray, cache: modulation.ConvModCache) -> tuple[
 def pos_residual_forward(h: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, mlp.PosResidualCache]:
     """h + GELU(DWConv(h)): the depthwise kernel, then GELU and the residual add in one pass. The backward is
     the teaching composite's over the fast copy's ops."""
-    op = "pos_residual (nhwc)"
-    h = check_array(op, "h", h, 4, NHWC)
-    k = check_same_size_depthwise(op, "w", w, h.shape[-1])
+    h, k = pos_residual_args("pos_residual (nhwc)", h, w, CHANNELS_LAST)
     p, conv = conv2d_forward(h, w, b, padding=k // 2, groups=h.shape[-1])
     out = np.empty_like(h)
     gelu_add_flat(p.reshape(-1), h.reshape(-1), out.reshape(-1))

@@ -8,7 +8,7 @@ the model calls and their signatures are the contract :class:`c2f_numpy.backend.
 """
 
 from .activation import gelu_backward, gelu_forward
-from .checks import OpDTypeError, OpInputError
+from .checks import OpDTypeError, OpInputError, OpTypeError
 from .conv import (
     conv1x1_backward,
     conv1x1_forward,
@@ -44,6 +44,7 @@ __all__ = [
     "BatchNormStats",
     "OpDTypeError",
     "OpInputError",
+    "OpTypeError",
     "batch_norm2d_backward",
     "batch_norm2d_forward",
     "conv1x1_backward",

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import erfc, expit
 
-from .checks import OpInputError, check_array, check_grad_out
+from .checks import GELU_APPROXIMATIONS, check_grad_out, gelu_args
 
 _SQRT_HALF = math.sqrt(0.5)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _TANH_C = 0.044715
-APPROXIMATIONS = ("none", "tanh")
+APPROXIMATIONS = GELU_APPROXIMATIONS
 
 
 @dataclass(frozen=True)
@@ -36,16 +36,15 @@ class GeluCache:
 
 
 def gelu_forward(x: np.ndarray, approximate: str = "none") -> tuple[np.ndarray, GeluCache]:
-    """Elementwise GELU. x any shape; approximate "none" (erf, the default) or "tanh"."""
-    op = "gelu"
-    x = check_array(op, "x", x)
-    if approximate not in APPROXIMATIONS:
-        raise OpInputError(f"{op}: approximate must be one of {APPROXIMATIONS}, got {approximate!r}")
+    """Elementwise GELU. x any shape (0-d included; the result is always an array); approximate "none" (erf,
+    the default) or "tanh"."""
+    x = gelu_args("gelu", x, approximate)
     if approximate == "none":
         y = 0.5 * x * erfc(-x * _SQRT_HALF)
     else:
         y = x * expit(2.0 * _SQRT_2_OVER_PI * (x + _TANH_C * x**3))
-    return y.astype(x.dtype, copy=False), GeluCache(x, approximate)
+    # np.asarray: on a 0-d input NumPy's ufuncs return a scalar, and every op returns an array
+    return np.asarray(y, dtype=x.dtype), GeluCache(x, approximate)
 
 
 def gelu_backward(dout: np.ndarray, cache: GeluCache) -> np.ndarray:
@@ -57,4 +56,4 @@ def gelu_backward(dout: np.ndarray, cache: GeluCache) -> np.ndarray:
     else:
         s = expit(2.0 * _SQRT_2_OVER_PI * (x + _TANH_C * x**3))
         deriv = s + 2.0 * x * s * (1.0 - s) * _SQRT_2_OVER_PI * (1.0 + 3.0 * _TANH_C * x * x)
-    return (dout * deriv).astype(x.dtype, copy=False)
+    return np.asarray(dout * deriv, dtype=x.dtype)

@@ -8,10 +8,19 @@ its own ops (the teaching copy over :mod:`c2f_numpy.ops`, the fast copy over :mo
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .checks import OpInputError
+from .checks import CHANNELS_FIRST, CHANNELS_LAST, Layout, OpInputError
+
+if TYPE_CHECKING:
+    from ..backend import Ops
+
+
+def layout_of(F: Ops) -> Layout:
+    """The activation layout of an op namespace (:class:`c2f_numpy.backend.Ops`), from its ``CHANNEL_AXIS``."""
+    return CHANNELS_FIRST if F.CHANNEL_AXIS == 1 else CHANNELS_LAST
 
 
 def check_param_keys(op: str, params: Mapping[str, np.ndarray], expected: tuple[str, ...]) -> None:

@@ -25,46 +25,22 @@ from dataclasses import dataclass
 import numpy as np
 
 from .activation import GeluCache, gelu_backward, gelu_forward
-from .checks import OpInputError, as_pair, check_array, check_grad_out, check_optional
+from .checks import (
+    CHANNELS_FIRST,
+    OpInputError,
+    Padding,
+    check_array,
+    check_grad_out,
+    check_min_rank,
+    check_optional,
+    conv1x1_args,
+    conv2d_args,
+)
 
-Padding = int | Sequence[int] | str
-"""int p (all sides), (ph, pw), (top, bottom, left, right), "valid" (0) or "same" (stride 1 only; an even
-kernel puts the extra row/column at the bottom/right, as PyTorch does)."""
-
-NCHW = "(N, C, H, W)"
-
-
-def resolve_padding(
-    op: str, padding: Padding, k: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int]
-) -> tuple[int, int, int, int]:
-    """Return (top, bottom, left, right) padding."""
-    if isinstance(padding, str):
-        if padding == "valid":
-            return 0, 0, 0, 0
-        if padding == "same":
-            if stride != (1, 1):
-                raise OpInputError(f"{op}: padding='same' needs stride 1, got stride {stride}")
-            th, tw = dilation[0] * (k[0] - 1), dilation[1] * (k[1] - 1)
-            return th // 2, th - th // 2, tw // 2, tw - tw // 2
-        raise OpInputError(f"{op}: padding must be an int, a tuple, 'same' or 'valid', got {padding!r}")
-    if isinstance(padding, int | np.integer):
-        p = (int(padding),) * 4
-    else:
-        pads = tuple(padding)
-        if len(pads) == 2:
-            p = (pads[0], pads[0], pads[1], pads[1])
-        elif len(pads) == 4:
-            p = pads
-        else:
-            raise OpInputError(f"{op}: padding must be an int, (ph, pw) or (top, bottom, left, right), got {padding!r}")
-    if not all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 0 for v in p):
-        raise OpInputError(f"{op}: padding must be non-negative ints, got {padding!r}")
-    return int(p[0]), int(p[1]), int(p[2]), int(p[3])
-
-
-def conv_output_size(size: int, pad_total: int, k: int, stride: int, dilation: int) -> int:
-    """Output length along one axis: floor((size + pads - dilation*(k-1) - 1) / stride) + 1."""
-    return (size + pad_total - dilation * (k - 1) - 1) // stride + 1
+# Padding forms, their resolution and the output size are part of the validation both copies share; imported
+# here too, where callers (the nn layers, the fast copy) have always found them.
+from .checks import conv_output_size as conv_output_size
+from .checks import resolve_padding as resolve_padding
 
 
 @dataclass(frozen=True)
@@ -111,35 +87,14 @@ def conv2d_forward(
     -> out (N, C_out, H_out, W_out), H_out = floor((H + pt + pb - dh*(kH-1) - 1)/sh) + 1.
     Depthwise convolution is ``groups = C_in`` with w of shape (C_in*m, 1, kH, kW).
     """
-    op = "conv2d"
-    x = check_array(op, "x", x, 4, NCHW)
-    w = check_array(op, "w", w, 4, "(C_out, C_in/groups, kH, kW)", dtype=x.dtype)
-    n, c, h, wd = x.shape
+    a = conv2d_args(
+        "conv2d", x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups, layout=CHANNELS_FIRST
+    )
+    x, w, b, s, d, pads, (ho, wo) = a.x, a.w, a.b, a.stride, a.dilation, a.pads, a.out_hw
+    n, _, h, wd = x.shape
     co, cg, kh, kw = w.shape
-    if not isinstance(groups, int | np.integer) or isinstance(groups, bool) or groups < 1:
-        raise OpInputError(f"{op}: groups must be a positive int, got {groups!r}")
-    if c % groups or co % groups:
-        raise OpInputError(f"{op}: groups={groups} must divide C_in={c} and C_out={co}")
-    if cg * groups != c:
-        raise OpInputError(
-            f"{op}: channel mismatch: x has C_in={c}, w expects C_in/groups={cg} x groups={groups} = {cg * groups}"
-        )
-    if kh < 1 or kw < 1 or co < 1:
-        raise OpInputError(f"{op}: w has an empty dimension, shape {w.shape}")
-    b = check_optional(op, "b", b, (co,), x.dtype, "(C_out,)")
-    s = as_pair(op, "stride", stride, 1)
-    d = as_pair(op, "dilation", dilation, 1)
-    pads = resolve_padding(op, padding, (kh, kw), s, d)
-    ho = conv_output_size(h, pads[0] + pads[1], kh, s[0], d[0])
-    wo = conv_output_size(wd, pads[2] + pads[3], kw, s[1], d[1])
-    if ho < 1 or wo < 1:
-        raise OpInputError(
-            f"{op}: input {h}x{wd} with padding {pads} is smaller than the dilated kernel "
-            f"{d[0] * (kh - 1) + 1}x{d[1] * (kw - 1) + 1}: the output would be empty"
-        )
-
     xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[1]), (pads[2], pads[3])))
-    g, og = groups, co // groups
+    g, og = a.groups, co // a.groups
     xg = xp.reshape(n, g, cg, *xp.shape[2:])
     wg = w.reshape(g, og, cg, kh, kw)
     out = np.zeros((n, g, og, ho * wo), dtype=x.dtype)
@@ -151,7 +106,7 @@ def conv2d_forward(
     out = out.reshape(n, co, ho, wo)
     if b is not None:
         out += b[:, None, None]
-    return out, Conv2dCache(xp, w, b is not None, (h, wd), pads, s, d, groups, (ho, wo))
+    return out, Conv2dCache(xp, w, b is not None, (h, wd), pads, s, d, a.groups, (ho, wo))
 
 
 def conv2d_backward(dout: np.ndarray, cache: Conv2dCache) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -195,16 +150,9 @@ def conv1x1_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) -
     -> out (N, C_out, H, W). Equals ``conv2d`` with a 1x1 kernel; written as a GEMM because these layers
     carry most of Conv2Former's FLOPs.
     """
-    op = "conv1x1"
-    x = check_array(op, "x", x, 4, NCHW)
-    w = check_array(op, "w", w, (2, 4), "(C_out, C_in, 1, 1) or (C_out, C_in)", dtype=x.dtype)
-    if w.ndim == 4 and w.shape[2:] != (1, 1):
-        raise OpInputError(f"{op}: w must be a 1x1 kernel (C_out, C_in, 1, 1), got shape {w.shape}")
+    x, w, b = conv1x1_args("conv1x1", x, w, b, CHANNELS_FIRST)
     n, c, h, wd = x.shape
     co, ci = w.shape[:2]
-    if ci != c:
-        raise OpInputError(f"{op}: channel mismatch: x has C_in={c}, w expects C_in={ci} (w shape {w.shape})")
-    b = check_optional(op, "b", b, (co,), x.dtype, "(C_out,)")
     out = w.reshape(co, ci) @ x.reshape(n, c, h * wd)
     if b is not None:
         out += b[:, None]
@@ -268,9 +216,7 @@ def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None) ->
     Shapes: x (..., C_in) with at least one leading axis, w (C_out, C_in), b (C_out,) -> out (..., C_out).
     """
     op = "linear"
-    x = check_array(op, "x", x, layout="(..., C_in)")
-    if x.ndim < 2:
-        raise OpInputError(f"{op}: x must have at least 2 dims (N, ..., C_in), got shape {x.shape}")
+    x = check_min_rank(op, "x", x, 2, "(N, ..., C_in)")
     w = check_array(op, "w", w, 2, "(C_out, C_in)", dtype=x.dtype)
     if w.shape[1] != x.shape[-1]:
         raise OpInputError(

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..backend import Ops, teaching_ops
-from .checks import check_array, check_same_size_depthwise
-from .composite import check_param_keys, with_bias
+from .checks import check_array, pos_residual_args
+from .composite import check_param_keys, layout_of, with_bias
 
 MLP_KEYS = (
     "norm.weight",
@@ -58,11 +58,8 @@ def pos_residual_forward_over(
     F: Ops, h: np.ndarray, w: np.ndarray, b: np.ndarray | None
 ) -> tuple[np.ndarray, PosResidualCache]:
     """:func:`pos_residual_forward` composed from the ops of ``F`` (either copy; h in ``F.LAYOUT``)."""
-    op = "pos_residual"
-    h = check_array(op, "h", h, 4, F.LAYOUT)
-    c = h.shape[F.CHANNEL_AXIS]
-    k = check_same_size_depthwise(op, "w", w, c)
-    p, conv = F.conv2d_forward(h, w, b, padding=k // 2, groups=c)
+    h, k = pos_residual_args("pos_residual", h, w, layout_of(F))
+    p, conv = F.conv2d_forward(h, w, b, padding=k // 2, groups=h.shape[F.CHANNEL_AXIS])
     g, act = F.gelu_forward(p)
     return h + g, PosResidualCache(conv, act)
 

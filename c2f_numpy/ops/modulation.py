@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..backend import Ops, teaching_ops
-from .checks import check_array, check_grad_out, check_param, check_same_size_depthwise
+from .checks import check_array, check_grad_out, check_same_size_depthwise, modulate_args
 from .composite import check_param_keys, with_bias
 
 CONVMOD_KEYS = (
@@ -47,16 +47,14 @@ class ModulateCache:
 
 def modulate_forward(a: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, ModulateCache]:
     """The modulation m = a * v (elementwise; a and v of one shape and dtype, any layout)."""
-    op = "modulate"
-    a = check_array(op, "a", a)
-    v = check_param(op, "v", v, a.shape, a.dtype, "(like a)")
-    return a * v, ModulateCache(a, v)
+    a, v = modulate_args("modulate", a, v)
+    return np.multiply(a, v, out=np.empty_like(a)), ModulateCache(a, v)  # out=: an array even when 0-d
 
 
 def modulate_backward(dm: np.ndarray, cache: ModulateCache) -> tuple[np.ndarray, np.ndarray]:
     """Returns (da, dv) = (dm * v, dm * a)."""
     dm = check_grad_out("modulate", dm, cache.a.shape, cache.a.dtype)
-    return dm * cache.v, dm * cache.a
+    return np.multiply(dm, cache.v, out=np.empty_like(dm)), np.multiply(dm, cache.a, out=np.empty_like(dm))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .checks import OpInputError, check_array, check_grad_out, check_param
+from .checks import CHANNELS_FIRST, batch_norm2d_args, check_grad_out, layer_norm_args
 
 
 def _param_view(p: np.ndarray, ndim: int) -> np.ndarray:
@@ -38,15 +38,7 @@ def layer_norm_forward(
     mean and biased variance over C at every (n, h, w): y = weight[c] * (x - mean) / sqrt(var + eps) + bias[c].
     Shapes: x (N, C, *spatial), weight (C,), bias (C,) -> y like x. eps defaults to Conv2Former's 1e-6.
     """
-    op = "layer_norm"
-    x = check_array(op, "x", x, layout="(N, C, ...)")
-    if x.ndim < 2:
-        raise OpInputError(f"{op}: x must have at least 2 dims (N, C, ...), got shape {x.shape}")
-    c = x.shape[1]
-    weight = check_param(op, "weight", weight, (c,), x.dtype, "(C,)")
-    bias = check_param(op, "bias", bias, (c,), x.dtype, "(C,)")
-    if not eps > 0:
-        raise OpInputError(f"{op}: eps must be > 0, got {eps!r}")
+    x, weight, bias, eps = layer_norm_args("layer_norm", x, weight, bias, eps, CHANNELS_FIRST)
     mean = x.mean(axis=1, keepdims=True)
     xc = x - mean
     var = np.mean(xc * xc, axis=1, keepdims=True)
@@ -125,24 +117,12 @@ def batch_norm2d_forward(
     unchanged. The op is pure: ``stats`` is never modified.
     Shapes: x (N, C, H, W), weight/bias (C,), stats arrays (C,).
     """
-    op = "batch_norm2d"
-    x = check_array(op, "x", x, 4, "(N, C, H, W)")
-    c = x.shape[1]
-    weight = check_param(op, "weight", weight, (c,), x.dtype, "(C,)")
-    bias = check_param(op, "bias", bias, (c,), x.dtype, "(C,)")
-    check_param(op, "running_mean", stats.running_mean, (c,), x.dtype, "(C,)")
-    check_param(op, "running_var", stats.running_var, (c,), x.dtype, "(C,)")
-    if momentum is not None and not 0.0 <= momentum <= 1.0:
-        raise OpInputError(f"{op}: momentum must be in [0, 1] or None, got {momentum!r}")
-    if not eps > 0:
-        raise OpInputError(f"{op}: eps must be > 0, got {eps!r}")
+    x, weight, bias, momentum, eps = batch_norm2d_args(
+        "batch_norm2d", x, weight, bias, stats, training=training, momentum=momentum, eps=eps, layout=CHANNELS_FIRST
+    )
     axes = (0, 2, 3)
     if training:
         m = x.shape[0] * x.shape[2] * x.shape[3]
-        if m < 2:
-            raise OpInputError(
-                f"{op}: train mode needs more than 1 value per channel (N*H*W > 1), got input shape {x.shape}"
-            )
         mean = x.mean(axis=axes)
         xc = x - mean[:, None, None]
         var = np.mean(xc * xc, axis=axes)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .checks import check_array, check_grad_out
+from .checks import CHANNELS_FIRST, check_array, check_grad_out
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class GlobalAvgPoolCache:
 
 def global_avg_pool_forward(x: np.ndarray) -> tuple[np.ndarray, GlobalAvgPoolCache]:
     """Mean over the spatial axes. Shapes: x (N, C, H, W) -> y (N, C)."""
-    x = check_array("global_avg_pool", "x", x, 4, "(N, C, H, W)")
+    x = check_array("global_avg_pool", "x", x, 4, CHANNELS_FIRST.name)
     n, c, h, w = x.shape
     return x.mean(axis=(2, 3)), GlobalAvgPoolCache((n, c, h, w), x.dtype)
 

@@ -11,7 +11,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .checks import OpInputError, check_array, check_grad_out, check_param
+from .checks import (
+    CHANNELS_FIRST,
+    OpInputError,
+    check_array,
+    check_flag,
+    check_float,
+    check_grad_out,
+    layer_scale_args,
+)
 
 
 @dataclass(frozen=True)
@@ -22,11 +30,7 @@ class LayerScaleCache:
 
 def layer_scale_forward(x: np.ndarray, gamma: np.ndarray) -> tuple[np.ndarray, LayerScaleCache]:
     """Per-channel scale. Shapes: x (N, C, ...), gamma (C,) -> y like x."""
-    op = "layer_scale"
-    x = check_array(op, "x", x, layout="(N, C, ...)")
-    if x.ndim < 2:
-        raise OpInputError(f"{op}: x must have at least 2 dims (N, C, ...), got shape {x.shape}")
-    gamma = check_param(op, "gamma", gamma, (x.shape[1],), x.dtype, "(C,)")
+    x, gamma = layer_scale_args("layer_scale", x, gamma, CHANNELS_FIRST)
     g = gamma.reshape(gamma.shape + (1,) * (x.ndim - 2))
     return g * x, LayerScaleCache(x, gamma)
 
@@ -60,9 +64,8 @@ def drop_path_forward(
     x = check_array(op, "x", x, layout="(N, ...)")
     if x.ndim < 1:
         raise OpInputError(f"{op}: x must have a batch axis, got a scalar")
-    if not 0.0 <= drop_prob <= 1.0:
-        raise OpInputError(f"{op}: drop_prob must be in [0, 1], got {drop_prob!r}")
-    if not training or drop_prob == 0.0:
+    drop_prob = check_float(op, "drop_prob", drop_prob, low=0.0, high=1.0)
+    if not check_flag(op, "training", training) or drop_prob == 0.0:
         return x.copy(), DropPathCache(None, x.shape, x.dtype)
     if not isinstance(rng, np.random.Generator):
         raise OpInputError(

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from c2f_numpy import ops
 from c2f_numpy.kernels import nhwc
+from c2f_numpy.ops.checks import resolve_padding
 from c2f_numpy.testing import assert_close
 
 from ..ops.cases import CASES, EDGE_CASES, OpCase, Problem, conv2d_problem
@@ -85,7 +86,7 @@ def supported(case: OpCase, p: Problem) -> bool:
             return False
         if kw["groups"] == 1:
             return True
-        pads = nhwc.resolve_padding("t", kw["padding"], w.shape[2:], (1, 1), (1, 1)) if kw["stride"] == 1 else None
+        pads = resolve_padding("t", kw["padding"], w.shape[2:], (1, 1), (1, 1)) if kw["stride"] == 1 else None
         return (kw["groups"] == x.shape[1] == w.shape[0] and kw["stride"] == 1 and w.shape[2] == w.shape[3]
                 and pads is not None and len(set(pads)) == 1)  # fmt: skip
     return True

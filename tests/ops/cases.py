@@ -422,10 +422,14 @@ def cross_entropy_problems(draw: st.DrawFn) -> Problem:
     n, k = draw(st.integers(1, 6)), draw(st.integers(1, 10))
     logits = _normal(rng, n, k, scale=draw(st.sampled_from([1.0, 5.0, 50.0])))
     smoothing = draw(st.sampled_from([0.0, 0.1, 0.37, 1.0]))
-    if draw(st.booleans()):
-        target: Array = rng.integers(0, k, n)
-    else:  # mixup-style probability targets
+    kind = draw(st.sampled_from(["index", "probabilities", "unnormalised"]))
+    target: Array
+    if kind == "index":
+        target = rng.integers(0, k, n)
+    elif kind == "probabilities":  # mixup-style targets, rows summing to 1
         target = rng.dirichlet(np.ones(k), n)
+    else:  # soft targets whose rows do not sum to 1 (the gradient needs their row sums)
+        target = rng.uniform(0.0, 2.0, (n, k))
     return Problem({"logits": logits}, {"target": target}, {"label_smoothing": smoothing})
 
 
