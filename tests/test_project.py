@@ -27,7 +27,7 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_second() -> None:
     assert len(commands) >= 2
     setup_and_train, setup_and_test = commands[0], commands[1]
     assert "pip install -e ." in setup_and_train and ".venv/bin/c2f-train " in setup_and_train
-    assert "'.[test,docs]'" in setup_and_test and "/pytest &&" in setup_and_test
+    assert "'.[test,docs]'" in setup_and_test and "/pytest " in setup_and_test and "--cov=c2f_numpy" in setup_and_test
     assert setup_and_test.endswith("mkdocs build --strict")
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert setup_and_test in ci, ".ci/run must run the README's test command verbatim"
