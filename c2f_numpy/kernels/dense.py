@@ -1,6 +1,6 @@
 """Dense convolution in channels-last (NHWC) layout, the Numba half: moving pixels between an image and its
-im2col matrix. The arithmetic is one BLAS GEMM in :func:`c2f_numpy.kernels.nhwc.conv2d_forward`; these
-kernels only copy and add.
+im2col matrix. The arithmetic is one BLAS GEMM in :func:`c2f_numpy.kernels.nhwc.conv2d_forward`; the code here
+only copies and adds: the two Numba kernels and the plumbing around them (which rows, which chunks).
 
     gather (im2col)    cols[n, y, x, i, j, :] = x[n, y*sh + i - pt, x*sw + j - pl, :]   (0 in the padding)
     scatter (col2im)   dx[n, yy, xx, :] = sum of dcols[n, y, x, i, j, :] over the taps that read (yy, xx)
@@ -84,3 +84,64 @@ def scatter_add_taps(
                     dst = np.uint64(((n * h + top + i) * w + left + j0) * c)  # dx[n, top + i, left + j0, 0]
                     for e in range(run):
                         dx_flat[dst + e] += dcols_flat[src + e]
+
+
+# ------------------------------------------------------------------------------- im2col / col2im plumbing
+CHUNK_BYTES = 4 << 20  # im2col of the overlapping-tap convolutions, a few images at a time
+
+
+def image_chunks(n: int, bytes_per_image: int) -> list[tuple[int, int]]:
+    """Image ranges whose im2col matrix is about CHUNK_BYTES (at least one image each).
+
+    The stem's 3x3 convolutions have 9x as many taps as pixels: at 28x28 with 16 channels and batch 128 the whole
+    im2col matrix is 58 MB, written, read by the GEMM, kept for the weight gradient, and its twin dcols written
+    and read again in the backward, each a fresh allocation that the kernel zeroes page by page. A chunk of a few
+    MB stays in the caches and its buffer is reused; the backward gathers the taps again (a cheap pass). The
+    chunks depend only on the shape, so the sums over them have a fixed order.
+    """
+    per = max(1, CHUNK_BYTES // max(1, bytes_per_image))
+    return [(n0, min(n, n0 + per)) for n0 in range(0, n, per)]
+
+
+def is_patchify(k: tuple[int, int], pads: tuple[int, int, int, int], s: tuple[int, int]) -> bool:
+    """Stride = kernel and no padding (the 2x2 stride-2 downsampling layers): the taps cut the image into
+    disjoint kh x kw patches, so im2col is a permutation of the input and col2im its inverse, with no adds."""
+    return s == k and not any(pads)
+
+
+def im2col(
+    x: np.ndarray,
+    k: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    s: tuple[int, int],
+    out_hw: tuple[int, int],
+    buf: np.ndarray | None = None,
+) -> np.ndarray:
+    """im2col: (N*Ho*Wo, kh*kw*C), row (n, y, x) holding the kh*kw input pixels its output reads; written into
+    the first rows of ``buf`` (a matrix of at least that many rows, returned whole) when given."""
+    n, _, _, c = x.shape
+    (kh, kw), (ho, wo) = k, out_hw
+    rows = n * ho * wo
+    if buf is None:
+        buf = np.empty((rows, kh * kw * c), dtype=x.dtype)
+    cols = buf[:rows].reshape(n, ho, wo, kh, kw, c)  # every value is written below: no zero fill
+    if is_patchify(k, pads, s):
+        # One transposing copy. Rows/columns that do not fill a patch are left out (7x7 -> 3x3 drops row and
+        # column 6); splitting H and W into (patch, tap) is then a view.
+        patches = x[:, : ho * kh, : wo * kw].reshape(n, ho, kh, wo, kw, c)
+        np.copyto(cols, patches.transpose(0, 1, 3, 2, 4, 5))
+    else:
+        gather_taps(x, cols, pads[0], pads[2], s[0], s[1])
+    return buf
+
+
+def col2im_patches(dcols: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
+    """col2im for non-overlapping patches, the inverse of :func:`im2col`' permutation: dx (N, H, W, C) from
+    dcols (N, Ho, Wo, kh, kw, C) (the backward scatters overlapping taps chunk by chunk)."""
+    n, _, _, c = x_shape
+    _, ho, wo, kh, kw, _ = dcols.shape
+    dx = np.empty(x_shape, dtype=dcols.dtype)
+    dx[:, ho * kh :] = 0  # the rows and columns no patch reads
+    dx[:, :, wo * kw :] = 0
+    dx[:, : ho * kh, : wo * kw].reshape(n, ho, kh, wo, kw, c)[...] = dcols.transpose(0, 1, 3, 2, 4, 5)
+    return dx

@@ -34,6 +34,7 @@ from ..ops.checks import (
     check_array,
     check_grad_out,
     check_optional,
+    check_same_size_depthwise,
     conv1x1_args,
     conv2d_args,
     gelu_args,
@@ -42,9 +43,10 @@ from ..ops.checks import (
     modulate_args,
     pos_residual_args,
 )
+from ..ops.composite import check_param_keys, with_bias
 from ..ops.norm import BatchNormStats, update_running_stats
 from .channels import batch_norm_rows, batch_norm_rows_backward, channel_dot_sums, channel_mean_var, channel_sums
-from .dense import gather_taps, scatter_add_taps
+from .dense import col2im_patches, im2col, image_chunks, is_patchify, scatter_add_taps
 from .depthwise import depthwise_backward, depthwise_forward
 from .elementwise import (
     add_bias_rows,
@@ -64,7 +66,7 @@ from .gemm import matmul, matmul_tn
 
 NHWC = "(N, H, W, C)"
 LN_EPS = 1e-6
-CHANNEL_AXIS = -1  # read by the shared composites (ConvMod, MLP)
+CHANNEL_AXIS = -1  # read by the shared composites (the MLP's)
 LAYOUT = NHWC
 
 # Layout-free ops: the teaching copy's own functions.
@@ -124,79 +126,19 @@ def conv2d_forward(
     # per chunk, no hidden copy or upcast.
     w_mat = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(kh * kw * c, co))
     out = np.empty((n, ho, wo, co), dtype=x.dtype)
-    if _is_patchify((kh, kw), pads, s):  # the taps are a permutation of x: one copy, one GEMM, kept for dw
-        cols = _gather_taps(x, (kh, kw), pads, s, (ho, wo))
+    if is_patchify((kh, kw), pads, s):  # the taps are a permutation of x: one copy, one GEMM, kept for dw
+        cols = im2col(x, (kh, kw), pads, s, (ho, wo))
         matmul(cols, w_mat, out=out.reshape(-1, co))
         cache_x = cols
-    else:  # overlapping taps: im2col a chunk of images at a time (see _image_chunks), kept: x itself
+    else:  # overlapping taps: im2col a chunk of images at a time (see dense.image_chunks), kept: x itself
         buf = None
-        for n0, n1 in _image_chunks(n, ho * wo * kh * kw * c * x.itemsize):
-            buf = _gather_taps(x[n0:n1], (kh, kw), pads, s, (ho, wo), buf)
+        for n0, n1 in image_chunks(n, ho * wo * kh * kw * c * x.itemsize):
+            buf = im2col(x[n0:n1], (kh, kw), pads, s, (ho, wo), buf)
             matmul(buf[: (n1 - n0) * ho * wo], w_mat, out=out[n0:n1].reshape(-1, co))
         cache_x = x
     if b is not None:
         out += b
     return out, Conv2dCache(cache_x, w, b is not None, x.shape, pads, s, False, (n, ho, wo, co), w_mat=w_mat)
-
-
-CHUNK_BYTES = 4 << 20  # im2col of the overlapping-tap convolutions, a few images at a time
-
-
-def _image_chunks(n: int, bytes_per_image: int) -> list[tuple[int, int]]:
-    """Image ranges whose im2col matrix is about CHUNK_BYTES (at least one image each).
-
-    The stem's 3x3 convolutions have 9x as many taps as pixels: at 28x28 with 16 channels and batch 128 the whole
-    im2col matrix is 58 MB, written, read by the GEMM, kept for the weight gradient, and its twin dcols written
-    and read again in the backward, each a fresh allocation that the kernel zeroes page by page. A chunk of a few
-    MB stays in the caches and its buffer is reused; the backward gathers the taps again (a cheap pass). The
-    chunks depend only on the shape, so the sums over them have a fixed order.
-    """
-    per = max(1, CHUNK_BYTES // max(1, bytes_per_image))
-    return [(n0, min(n, n0 + per)) for n0 in range(0, n, per)]
-
-
-def _is_patchify(k: tuple[int, int], pads: tuple[int, int, int, int], s: tuple[int, int]) -> bool:
-    """Stride = kernel and no padding (the 2x2 stride-2 downsampling layers): the taps cut the image into
-    disjoint kh x kw patches, so im2col is a permutation of the input and col2im its inverse, with no adds."""
-    return s == k and not any(pads)
-
-
-def _gather_taps(
-    x: np.ndarray,
-    k: tuple[int, int],
-    pads: tuple[int, int, int, int],
-    s: tuple[int, int],
-    out_hw: tuple[int, int],
-    buf: np.ndarray | None = None,
-) -> np.ndarray:
-    """im2col: (N*Ho*Wo, kh*kw*C), row (n, y, x) holding the kh*kw input pixels its output reads; written into
-    the first rows of ``buf`` (a matrix of at least that many rows, returned whole) when given."""
-    n, _, _, c = x.shape
-    (kh, kw), (ho, wo) = k, out_hw
-    rows = n * ho * wo
-    if buf is None:
-        buf = np.empty((rows, kh * kw * c), dtype=x.dtype)
-    cols = buf[:rows].reshape(n, ho, wo, kh, kw, c)  # every value is written below: no zero fill
-    if _is_patchify(k, pads, s):
-        # One transposing copy. Rows/columns that do not fill a patch are left out (7x7 -> 3x3 drops row and
-        # column 6); splitting H and W into (patch, tap) is then a view.
-        patches = x[:, : ho * kh, : wo * kw].reshape(n, ho, kh, wo, kw, c)
-        np.copyto(cols, patches.transpose(0, 1, 3, 2, 4, 5))
-    else:
-        gather_taps(x, cols, pads[0], pads[2], s[0], s[1])
-    return buf
-
-
-def _scatter_patches(dcols: np.ndarray, x_shape: tuple[int, ...]) -> np.ndarray:
-    """col2im for non-overlapping patches, the inverse of :func:`_gather_taps`' permutation: dx (N, H, W, C) from
-    dcols (N, Ho, Wo, kh, kw, C) (the backward scatters overlapping taps chunk by chunk)."""
-    n, _, _, c = x_shape
-    _, ho, wo, kh, kw, _ = dcols.shape
-    dx = np.empty(x_shape, dtype=dcols.dtype)
-    dx[:, ho * kh :] = 0  # the rows and columns no patch reads
-    dx[:, :, wo * kw :] = 0
-    dx[:, : ho * kh, : wo * kw].reshape(n, ho, kh, wo, kw, c)[...] = dcols.transpose(0, 1, 3, 2, 4, 5)
-    return dx
 
 
 def conv2d_backward(dout: np.ndarray, cache: Conv2dCache) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -214,16 +156,16 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache) -> tuple[np.ndarray, n
     assert cache.w_mat is not None
     d2 = dout.reshape(-1, co)
     w_mat_t = cache.w_mat.T  # the transposed operands are views that BLAS reads as they are (a flag, no copy)
-    if _is_patchify((kh, kw), cache.pads, cache.stride):  # cache.x is the im2col matrix (N*Ho*Wo, kh*kw*C_in)
+    if is_patchify((kh, kw), cache.pads, cache.stride):  # cache.x is the im2col matrix (N*Ho*Wo, kh*kw*C_in)
         dw_mat = matmul_tn(cache.x, d2)
-        dx = _scatter_patches(matmul(d2, w_mat_t).reshape(n, ho, wo, kh, kw, c), cache.x_shape)
+        dx = col2im_patches(matmul(d2, w_mat_t).reshape(n, ho, wo, kh, kw, c), cache.x_shape)
     else:  # cache.x is the input: the forward's chunks again, their taps gathered anew
         dx = np.empty(cache.x_shape, dtype=d2.dtype)
         dw_mat = np.zeros((kh * kw * c, co), dtype=d2.dtype)
         buf = dbuf = None
-        for n0, n1 in _image_chunks(n, ho * wo * kh * kw * c * d2.itemsize):
+        for n0, n1 in image_chunks(n, ho * wo * kh * kw * c * d2.itemsize):
             rows = slice(0, (n1 - n0) * ho * wo)
-            buf = _gather_taps(cache.x[n0:n1], (kh, kw), cache.pads, cache.stride, (ho, wo), buf)
+            buf = im2col(cache.x[n0:n1], (kh, kw), cache.pads, cache.stride, (ho, wo), buf)
             d2c = d2[n0 * ho * wo : n1 * ho * wo]
             dw_mat += matmul_tn(buf[rows], d2c)  # chunk by chunk, in order: a fixed sum
             dbuf = np.empty_like(buf) if dbuf is None else dbuf
@@ -468,17 +410,76 @@ def modulate_backward(dm: np.ndarray, cache: modulation.ModulateCache) -> tuple[
 
 
 # --------------------------------------------------------------------------------------------- composites
-# The compositions are the teaching copy's own (written once), run over this namespace's ops (fast_ops()).
+# The MLP's composition is the teaching copy's own (written once), run over this namespace's ops (fast_ops());
+# ConvMod's is written out here, to make its two 1x1 convolutions one GEMM.
 CONVMOD_KEYS, MLP_KEYS = modulation.CONVMOD_KEYS, mlp.MLP_KEYS
 
 
-def convmod_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, modulation.ConvModCache]:
-    """Channels-last ConvMod: ``ops.convmod_forward`` over the fast copy's ops."""
-    return modulation.convmod_forward_over(fast_ops(), x, params)
+@dataclass(frozen=True)
+class FusedConvModCache(modulation.ConvModCache):
+    """The shared ConvMod cache (its fields are what an observer reads) plus the fused GEMM's operands."""
+
+    h: np.ndarray  # (M, 2C): n @ [W_att0; W_v]^T, before the biases; att0.h is a view of its first C columns
+    w_cat: np.ndarray  # (2C, C): att.0's weight rows, then v's
 
 
-def convmod_backward(dout: np.ndarray, cache: modulation.ConvModCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    return modulation.convmod_backward_over(fast_ops(), dout, cache)
+def convmod_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, FusedConvModCache]:
+    """Channels-last ConvMod, the math of ``ops.convmod_forward``, with att.0 and v as one GEMM.
+
+    Both 1x1 convolutions read the LayerNorm output n (M = N*H*W rows, C columns), so
+    h = n @ [W_att0; W_v]^T (M, 2C) computes both in one pass over n and one launch: on the small maps of
+    the small-image models each GEMM is short and the launches, not the FLOPs, set its time. GELU(h[:, :C] + b)
+    reads its half of h in place; v = h[:, C:] + b_v is copied out, contiguous, for the modulation.
+    """
+    op = "convmod"
+    x = check_array(op, "x", x, 4, LAYOUT)
+    check_param_keys(op, params, CONVMOD_KEYS)
+    c = x.shape[-1]
+    k = check_same_size_depthwise(op, "att.2.weight", params["att.2.weight"], c)
+    p = params
+    n_, ln = layer_norm_forward(x, p["norm.weight"], p["norm.bias"], modulation.LN_EPS)
+    ws, bs = [], []
+    for name in ("att.0", "v"):
+        _, w, b = conv1x1_args(f"{op} ({name})", n_, p[f"{name}.weight"], p[f"{name}.bias"], CHANNELS_LAST)
+        if w.shape[0] != c:  # both branches are multiplied pixel by pixel: C_out must be C
+            raise OpInputError(f"{op}: {name}.weight must have C_out = C = {c}, got shape {w.shape}")
+        ws.append(w)
+        bs.append(np.zeros(c, x.dtype) if b is None else b)
+    n2 = n_.reshape(-1, c)
+    w_cat = np.concatenate([w.reshape(c, c) for w in ws])
+    h = matmul(n2, w_cat.T)
+    g = np.empty_like(n2)
+    bias_gelu_rows(h, bs[0], g)
+    v = np.add(h[:, c:], bs[1], out=np.empty_like(n2)).reshape(x.shape)
+    a, c2 = conv2d_forward(g.reshape(x.shape), p["att.2.weight"], p["att.2.bias"], padding=k // 2, groups=c)
+    m, cm = modulate_forward(a, v)
+    out, cp = conv1x1_forward(m, p["proj.weight"], p["proj.bias"])
+    att0 = Conv1x1GeluCache(Conv1x1Cache(n_, ws[0], False), h[:, :c].reshape(x.shape), bs[0], True)
+    v_conv = Conv1x1Cache(n_, ws[1], True)
+    return out, FusedConvModCache(ln, att0, c2, v_conv, cm, cp, h, w_cat)
+
+
+def convmod_backward(dout: np.ndarray, cache: FusedConvModCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """(dx, grads keyed like the params) of :func:`convmod_forward`; the two branches' 1x1 gradients are again
+    one GEMM each: dn = [dh_att0 | dv] @ [W_att0; W_v] and [dW_att0; dW_v] = [dh_att0 | dv]^T n."""
+    grads: dict[str, np.ndarray] = {}
+    dm, grads["proj.weight"], grads["proj.bias"] = with_bias(conv1x1_backward(dout, cache.proj))
+    da, dv = modulate_backward(dm, cache.mod)
+    dg, grads["att.2.weight"], grads["att.2.bias"] = with_bias(conv2d_backward(da, cache.att2))
+    h, w_cat = cache.h, cache.w_cat
+    c = w_cat.shape[1]
+    dh = np.empty_like(h)
+    bias_gelu_rows_backward(h, cache.att0.b, dg.reshape(-1, c), dh)
+    dh[:, c:] = dv.reshape(-1, c)
+    n2 = cache.v_conv.x.reshape(-1, c)
+    dn = matmul(dh, w_cat)
+    dw_cat = matmul_tn(dh, n2)
+    db_cat = channel_sums(dh)
+    grads["att.0.weight"] = dw_cat[:c].reshape(cache.att0.conv.w.shape)
+    grads["v.weight"] = dw_cat[c:].reshape(cache.v_conv.w.shape)
+    grads["att.0.bias"], grads["v.bias"] = db_cat[:c], db_cat[c:]
+    dx, grads["norm.weight"], grads["norm.bias"] = layer_norm_backward(dn.reshape(cache.norm.shape), cache.norm)
+    return dx, {k: grads[k] for k in CONVMOD_KEYS}
 
 
 def pos_residual_forward(h: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, mlp.PosResidualCache]:

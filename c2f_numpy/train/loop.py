@@ -38,9 +38,10 @@ from ..models import Conv2Former, create_model, model_config, model_stats
 from .checkpoint import Checkpoint, TrainCheckpointError, load_checkpoint, save_checkpoint
 from .metrics import plot_history, write_history, write_steps
 from .optim import SGD, AdamW, Optimizer
-from .parallel import DataParallel, eval_sums, shard_forward_backward
+from .parallel import DataParallel
 from .schedule import cosine_lr, warmup_steps
 from .splits import run_splits
+from .step import eval_sums, shard_forward_backward
 
 LAST, BEST = "checkpoint_last.npz", "checkpoint_best.npz"
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from c2f_numpy import ops
-from c2f_numpy.kernels import nhwc
+from c2f_numpy.kernels import dense, nhwc
 from c2f_numpy.ops.checks import resolve_padding
 from c2f_numpy.testing import assert_close
 
@@ -193,7 +193,7 @@ def test_float32_gelu_is_within_float32_resolution_of_the_exact_form() -> None:
 def test_dense_conv_in_image_chunks_matches_teaching_copy(
     per_chunk: int, kwargs: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Overlapping-tap convolutions gather their taps a few images at a time (nhwc.CHUNK_BYTES), in the forward
+    """Overlapping-tap convolutions gather their taps a few images at a time (dense.CHUNK_BYTES), in the forward
     and again in the backward: every way of cutting the batch (2 images per chunk: 2 + 2 + 1) gives the
     teaching copy's result."""
     rng = np.random.default_rng(7)
@@ -202,8 +202,8 @@ def test_dense_conv_in_image_chunks_matches_teaching_copy(
     b = rng.standard_normal(4)
     out, cache = ops.conv2d_forward(x, w, b, **kwargs)
     image_bytes = out.shape[2] * out.shape[3] * 3 * 3 * 3 * x.itemsize  # its im2col rows
-    monkeypatch.setattr(nhwc, "CHUNK_BYTES", per_chunk * image_bytes)
-    assert len(nhwc._image_chunks(5, image_bytes)) == -(-5 // per_chunk)
+    monkeypatch.setattr(dense, "CHUNK_BYTES", per_chunk * image_bytes)
+    assert len(dense.image_chunks(5, image_bytes)) == -(-5 // per_chunk)
     d = rng.standard_normal(out.shape)
     dx, dw, db = ops.conv2d_backward(d, cache)
     f_out, f_cache = nhwc.conv2d_forward(to_nhwc(x), w, b, **kwargs)

@@ -14,14 +14,8 @@ from c2f_numpy.data import Dataset
 from c2f_numpy.models import Conv2Former, create_model
 from c2f_numpy.testing import tolerance
 from c2f_numpy.train import LAST, TrainConfig, load_checkpoint
-from c2f_numpy.train.parallel import (
-    DataParallel,
-    WorkerError,
-    eval_sums,
-    shard_forward_backward,
-    split_bounds,
-    threads_per_process,
-)
+from c2f_numpy.train.parallel import DataParallel, WorkerError, split_bounds, threads_per_process
+from c2f_numpy.train.step import eval_sums, shard_forward_backward
 
 from .test_loop import BASE, assert_same_run, make_dataset, run
 
