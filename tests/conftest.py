@@ -26,6 +26,18 @@ settings.register_profile(
 )
 settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
+# Under pytest-xdist (-n 2: one worker per core) each worker computes on one thread, or the two workers' thread
+# pools would fight over the cores (measured: the fast tier took as long on two workers as on one process). The
+# Numba pool keeps its full size, so the thread-count tests can still compare one thread with the pool's size.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+    import numba
+
+    import c2f_numpy.kernels  # noqa: F401  (chooses the threading layer before the pool starts)
+
+    numba.set_num_threads(1)
+
 
 class TorchDiffRecord:
     """Largest scaled difference against PyTorch per dtype, printed at the end of the run."""
@@ -39,6 +51,20 @@ class TorchDiffRecord:
 
 
 TORCH_DIFFS = TorchDiffRecord()
+
+
+# With pytest-xdist (``-n 2``) the tests run in worker processes: each sends its record to the controller when it
+# finishes, and the controller prints the merged record.
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # this process is an xdist worker
+        workeroutput["torch_diffs"] = TORCH_DIFFS.worst
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:  # an xdist hook: called in the controller
+    for dtype, (scaled, where) in getattr(node, "workeroutput", {}).get("torch_diffs", {}).items():
+        TORCH_DIFFS.add(dtype, scaled, where)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

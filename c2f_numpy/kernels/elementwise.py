@@ -244,8 +244,8 @@ def add_bias_rows(x: np.ndarray, b: np.ndarray) -> None:  # pragma: no cover
 
 @parallel_kernel(fastmath={"contract"})
 def bias_gelu_rows(h: np.ndarray, b: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover
-    """y = GELU(h[:, :C] + b), y (M, C), b (C,), h (M, >= C): h may be wider (ConvMod's fused GEMM)."""
-    m, c = y.shape
+    """y = GELU(h + b), h and y (M, C), b (C,)."""
+    m, c = h.shape
     for r in prange(m):
         hr, yr = h[r], y[r]
         for ch in range(c):
@@ -254,8 +254,8 @@ def bias_gelu_rows(h: np.ndarray, b: np.ndarray, y: np.ndarray) -> None:  # prag
 
 @parallel_kernel(fastmath={"contract"})
 def bias_gelu_rows_backward(h: np.ndarray, b: np.ndarray, dy: np.ndarray, dh: np.ndarray) -> None:  # pragma: no cover
-    """dh[:, :C] = dy * GELU'(h[:, :C] + b), dy (M, C); h and dh (M, >= C), their other columns untouched."""
-    m, c = dy.shape
+    """dh = dy * GELU'(h + b)."""
+    m, c = h.shape
     for r in prange(m):
         hr, dyr, dhr = h[r], dy[r], dh[r]
         for ch in range(c):

@@ -34,7 +34,6 @@ from ..ops.checks import (
     check_array,
     check_grad_out,
     check_optional,
-    check_same_size_depthwise,
     conv1x1_args,
     conv2d_args,
     gelu_args,
@@ -43,7 +42,6 @@ from ..ops.checks import (
     modulate_args,
     pos_residual_args,
 )
-from ..ops.composite import check_param_keys, with_bias
 from ..ops.norm import BatchNormStats, update_running_stats
 from .channels import batch_norm_rows, batch_norm_rows_backward, channel_dot_sums, channel_mean_var, channel_sums
 from .dense import col2im_patches, im2col, image_chunks, is_patchify, scatter_add_taps
@@ -66,7 +64,7 @@ from .gemm import matmul, matmul_tn
 
 NHWC = "(N, H, W, C)"
 LN_EPS = 1e-6
-CHANNEL_AXIS = -1  # read by the shared composites (the MLP's)
+CHANNEL_AXIS = -1  # read by the shared composites (ConvMod, MLP)
 LAYOUT = NHWC
 
 # Layout-free ops: the teaching copy's own functions.
@@ -410,76 +408,17 @@ def modulate_backward(dm: np.ndarray, cache: modulation.ModulateCache) -> tuple[
 
 
 # --------------------------------------------------------------------------------------------- composites
-# The MLP's composition is the teaching copy's own (written once), run over this namespace's ops (fast_ops());
-# ConvMod's is written out here, to make its two 1x1 convolutions one GEMM.
+# The compositions are the teaching copy's own (written once), run over this namespace's ops (fast_ops()).
 CONVMOD_KEYS, MLP_KEYS = modulation.CONVMOD_KEYS, mlp.MLP_KEYS
 
 
-@dataclass(frozen=True)
-class FusedConvModCache(modulation.ConvModCache):
-    """The shared ConvMod cache (its fields are what an observer reads) plus the fused GEMM's operands."""
-
-    h: np.ndarray  # (M, 2C): n @ [W_att0; W_v]^T, before the biases; att0.h is a view of its first C columns
-    w_cat: np.ndarray  # (2C, C): att.0's weight rows, then v's
+def convmod_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, modulation.ConvModCache]:
+    """Channels-last ConvMod: ``ops.convmod_forward`` over the fast copy's ops."""
+    return modulation.convmod_forward_over(fast_ops(), x, params)
 
 
-def convmod_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, FusedConvModCache]:
-    """Channels-last ConvMod, the math of ``ops.convmod_forward``, with att.0 and v as one GEMM.
-
-    Both 1x1 convolutions read the LayerNorm output n (M = N*H*W rows, C columns), so
-    h = n @ [W_att0; W_v]^T (M, 2C) computes both in one pass over n and one launch: on the small maps of
-    the small-image models each GEMM is short and the launches, not the FLOPs, set its time. GELU(h[:, :C] + b)
-    reads its half of h in place; v = h[:, C:] + b_v is copied out, contiguous, for the modulation.
-    """
-    op = "convmod"
-    x = check_array(op, "x", x, 4, LAYOUT)
-    check_param_keys(op, params, CONVMOD_KEYS)
-    c = x.shape[-1]
-    k = check_same_size_depthwise(op, "att.2.weight", params["att.2.weight"], c)
-    p = params
-    n_, ln = layer_norm_forward(x, p["norm.weight"], p["norm.bias"], modulation.LN_EPS)
-    ws, bs = [], []
-    for name in ("att.0", "v"):
-        _, w, b = conv1x1_args(f"{op} ({name})", n_, p[f"{name}.weight"], p[f"{name}.bias"], CHANNELS_LAST)
-        if w.shape[0] != c:  # both branches are multiplied pixel by pixel: C_out must be C
-            raise OpInputError(f"{op}: {name}.weight must have C_out = C = {c}, got shape {w.shape}")
-        ws.append(w)
-        bs.append(np.zeros(c, x.dtype) if b is None else b)
-    n2 = n_.reshape(-1, c)
-    w_cat = np.concatenate([w.reshape(c, c) for w in ws])
-    h = matmul(n2, w_cat.T)
-    g = np.empty_like(n2)
-    bias_gelu_rows(h, bs[0], g)
-    v = np.add(h[:, c:], bs[1], out=np.empty_like(n2)).reshape(x.shape)
-    a, c2 = conv2d_forward(g.reshape(x.shape), p["att.2.weight"], p["att.2.bias"], padding=k // 2, groups=c)
-    m, cm = modulate_forward(a, v)
-    out, cp = conv1x1_forward(m, p["proj.weight"], p["proj.bias"])
-    att0 = Conv1x1GeluCache(Conv1x1Cache(n_, ws[0], False), h[:, :c].reshape(x.shape), bs[0], True)
-    v_conv = Conv1x1Cache(n_, ws[1], True)
-    return out, FusedConvModCache(ln, att0, c2, v_conv, cm, cp, h, w_cat)
-
-
-def convmod_backward(dout: np.ndarray, cache: FusedConvModCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """(dx, grads keyed like the params) of :func:`convmod_forward`; the two branches' 1x1 gradients are again
-    one GEMM each: dn = [dh_att0 | dv] @ [W_att0; W_v] and [dW_att0; dW_v] = [dh_att0 | dv]^T n."""
-    grads: dict[str, np.ndarray] = {}
-    dm, grads["proj.weight"], grads["proj.bias"] = with_bias(conv1x1_backward(dout, cache.proj))
-    da, dv = modulate_backward(dm, cache.mod)
-    dg, grads["att.2.weight"], grads["att.2.bias"] = with_bias(conv2d_backward(da, cache.att2))
-    h, w_cat = cache.h, cache.w_cat
-    c = w_cat.shape[1]
-    dh = np.empty_like(h)
-    bias_gelu_rows_backward(h, cache.att0.b, dg.reshape(-1, c), dh)
-    dh[:, c:] = dv.reshape(-1, c)
-    n2 = cache.v_conv.x.reshape(-1, c)
-    dn = matmul(dh, w_cat)
-    dw_cat = matmul_tn(dh, n2)
-    db_cat = channel_sums(dh)
-    grads["att.0.weight"] = dw_cat[:c].reshape(cache.att0.conv.w.shape)
-    grads["v.weight"] = dw_cat[c:].reshape(cache.v_conv.w.shape)
-    grads["att.0.bias"], grads["v.bias"] = db_cat[:c], db_cat[c:]
-    dx, grads["norm.weight"], grads["norm.bias"] = layer_norm_backward(dn.reshape(cache.norm.shape), cache.norm)
-    return dx, {k: grads[k] for k in CONVMOD_KEYS}
+def convmod_backward(dout: np.ndarray, cache: modulation.ConvModCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    return modulation.convmod_backward_over(fast_ops(), dout, cache)
 
 
 def pos_residual_forward(h: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, mlp.PosResidualCache]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import functools
 import os
 import threading
-import types
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -61,43 +60,22 @@ def select_threading_layer() -> str:
     return str(_config.THREADING_LAYER)
 
 
-def _serial_twin(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """The same function under the name ``<name>_serial``. Numba names a function's cache files after its qualified
-    name and leaves the compile options out of their key (numba issue #6845), so the serial and the parallel
-    compilation of one function would overwrite each other's cache entries under one name."""
-    twin = types.FunctionType(fn.__code__, fn.__globals__, f"{fn.__name__}_serial", fn.__defaults__, fn.__closure__)
-    twin.__qualname__ = f"{fn.__qualname__}_serial"
-    twin.__module__, twin.__doc__ = fn.__module__, fn.__doc__
-    return twin
-
-
 def parallel_kernel(**options: Any) -> Callable[[_F], _F]:
     """``numba.njit(parallel=True, cache=True, **options)`` whose launches hold the process-wide launch lock.
 
-    With one thread (``numba.get_num_threads() == 1``, as in each process of ``c2f-train --workers 2``) the call
-    goes to a serial compilation of the same function instead (``prange`` is ``range`` there): a parallel launch
-    hands its work to the pool's thread and waits for it even when that thread is the only one, tens of
-    microseconds per launch, and a small-image training step makes hundreds. The kernels are written so that
-    their results do not depend on how the iterations are split, so both compilations give the same values
-    (tests/kernels/test_threading.py compares whole steps at 1 and 2 threads).
-
-    The jitted dispatchers stay reachable as ``.kernel`` and ``.serial`` (for their signatures, or to call one
-    from other jitted code, where no lock is needed: a parallel kernel never calls another one).
+    The jitted dispatcher stays reachable as ``.kernel`` (for its signatures, or to call it from other jitted
+    code, where no lock is needed: a parallel kernel never calls another one).
     """
 
     def wrap(fn: _F) -> _F:
         kernel = njit(parallel=True, cache=True, **options)(fn)
-        serial = njit(cache=True, **options)(_serial_twin(fn))  # compiled on first use: only where one thread runs
 
         @functools.wraps(fn)
         def launch(*args: Any) -> Any:
-            if numba.get_num_threads() == 1:
-                return serial(*args)
             with _LAUNCH_LOCK:
                 return kernel(*args)
 
         launch.kernel = kernel  # type: ignore[attr-defined]
-        launch.serial = serial  # type: ignore[attr-defined]
         return launch  # type: ignore[return-value]
 
     return wrap

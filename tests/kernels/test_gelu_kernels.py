@@ -128,9 +128,10 @@ def test_thread_count_does_not_change_results() -> None:
     rng = np.random.default_rng(1)
     x = (4 * rng.standard_normal(100_003)).astype(np.float32)
     dout = rng.standard_normal(x.size).astype(np.float32)
-    many = run(x, dout)
     before = numba.get_num_threads()
     try:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)  # the whole pool (the default may be 1: conftest)
+        many = run(x, dout)
         numba.set_num_threads(1)
         one = run(x, dout)
     finally:

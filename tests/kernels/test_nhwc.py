@@ -162,10 +162,11 @@ def test_gradients_are_deterministic_and_thread_count_independent(
     w = rng.standard_normal((32, c_in, k, k)).astype(np.float32)
     out, cache = nhwc.conv2d_forward(x, w, None, **kwargs)
     d = rng.standard_normal(out.shape).astype(np.float32)
-    first = nhwc.conv2d_backward(d, cache)
-    again = nhwc.conv2d_backward(d, cache)
     before = numba.get_num_threads()
     try:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)  # the whole pool (the default may be 1: conftest)
+        first = nhwc.conv2d_backward(d, cache)
+        again = nhwc.conv2d_backward(d, cache)
         numba.set_num_threads(1)
         single = nhwc.conv2d_backward(d, cache)
     finally:
