@@ -6,6 +6,7 @@ Tolerances are not set here: they live in one place, :mod:`c2f_numpy.testing`.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -28,7 +29,8 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 # Under pytest-xdist (-n 2: one worker per core) each worker computes on one thread, or the two workers' thread
 # pools would fight over the cores (measured: the fast tier took as long on two workers as on one process). The
-# Numba pool keeps its full size, so the thread-count tests can still compare one thread with the pool's size.
+# Numba pool keeps its full size: the kernel and model tests use all of it (the fixture below), and the
+# thread-count tests compare one thread with the pool's size.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, "1")
@@ -37,6 +39,24 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import c2f_numpy.kernels  # noqa: F401  (chooses the threading layer before the pool starts)
 
     numba.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _whole_pool_for_the_kernels(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The kernel and whole-network tests run on the pool's full size even under xdist: their multi-threaded
+    paths (the split of every prange, the GEMM blocks) are what they check, beside the values."""
+    parts = request.node.path.relative_to(request.config.rootpath).parts[:2]  # ("tests", "kernels"), ...
+    if not os.environ.get("PYTEST_XDIST_WORKER") or not ("kernels" in parts or "models" in parts):
+        yield
+        return
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 class TorchDiffRecord:

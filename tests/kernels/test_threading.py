@@ -109,6 +109,11 @@ def test_gemm_refuses_operands_that_do_not_chain() -> None:
 POOL = numba.config.NUMBA_NUM_THREADS  # the pool's size (the default launch width may be lower: conftest.py)
 
 
+def test_kernel_tests_run_on_the_whole_pool() -> None:
+    """Under xdist the workers default to one thread (conftest.py); the kernel tests get the whole pool back."""
+    assert numba.get_num_threads() == POOL
+
+
 def _at_threads(threads: int, fn):
     before = numba.get_num_threads()
     try:
