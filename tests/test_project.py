@@ -52,6 +52,26 @@ def readme_train_args() -> list[str]:
     return shlex.split(readme_commands()[0].split(".venv/bin/c2f-train ", 1)[1])
 
 
+def console_scripts() -> dict[str, str]:
+    import tomllib
+
+    return dict(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"])
+
+
+@pytest.mark.parametrize("script", sorted(console_scripts()))
+def test_every_command_prints_its_help(script: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--help`` is the first thing a newcomer runs (argparse %-formats every help string it prints)."""
+    import importlib
+
+    module, func = console_scripts()[script].split(":")
+    try:
+        code = getattr(importlib.import_module(module), func)(["--help"])
+    except SystemExit as exit_:
+        code = exit_.code
+    assert code == 0
+    assert capsys.readouterr().out.startswith(f"usage: {script}")
+
+
 def test_readme_training_command_parses() -> None:
     args = build_parser().parse_args(readme_train_args())
     assert args.dataset == "fashion_mnist" and args.model == "micro"

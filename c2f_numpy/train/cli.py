@@ -102,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="also redraw curves.png and steps.csv every N steps, for a live view (0 = at epoch ends)",
     )
     p.add_argument("--recipe", choices=list(RECIPES), default=None,
+                   # argparse %-formats help strings; the recipes' notes hold percentages
                    help="start from this recipe's settings (flags given override them); "
-                   + "; ".join(r.describe() for r in RECIPES.values()))  # fmt: skip
+                   + "; ".join(r.describe() for r in RECIPES.values()).replace("%", "%%"))  # fmt: skip
     recipe = p.add_argument_group("recipe (saved in the checkpoint)")
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
