@@ -3,12 +3,14 @@
     python benchmarks/bench.py              # everything (about 15 minutes on 2 cores)
     python benchmarks/bench.py --quick      # the headline rows only
     python benchmarks/bench.py --scenarios  # N and micro: c2f_numpy first, torch first, beside a busy process
+    python benchmarks/bench.py --profile    # where our steps go: by stage and by function
 
 It compares against the PyTorch replica of the official model, c2f_numpy/torch_reference.py. For stable timings it
 re-executes itself with the allocator settings of docs/performance.md. Both libraries get the same thread
 count (--threads, default: all cores). Rows: depthwise convolution forward and backward on the shapes
 Conv2Former-N runs; the N training step (forward + backward + AdamW) and inference; peak memory of a training
-step, each library in its own process; Numba start-up (cold compile, warm cache); where our step's time goes.
+step, each library in its own process; Numba start-up (cold compile, warm cache); float32 GEMM's rate and each
+model row's GEMM floor (its GEMM FLOPs at that rate); where our steps' time goes (N, micro, mini, 224 inference).
 The scenarios re-run the N and micro rows in fresh processes as users have them: c2f_numpy imported before
 torch, torch imported first, and beside one other CPU-bound process (a 2-thread NumPy GEMM loop); each
 library's slowdown is against its own time in the first. Every result records lscpu's model and flags.
@@ -27,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 ALLOCATOR = {
@@ -192,7 +195,7 @@ def model_rows(
         so, st = interleaved(our_step, torch_step, repeats)
         io, it = interleaved(our_infer, torch_infer, repeats)
         label = f"{'N' if name == 'n' else name} k={k} {chans}x{size}x{size} batch {batch}"
-        rows.append({"config": label, "train_ours_ips": batch / so,
+        rows.append({"config": label, "shape": [name, k, batch, size, chans], "train_ours_ips": batch / so,
                      "train_torch_ips": batch / st, "train_ratio": st / so, "infer_ours_ips": batch / io,
                      "infer_torch_ips": batch / it, "infer_ratio": it / io})  # fmt: skip
         r = rows[-1]
@@ -200,6 +203,65 @@ def model_rows(
               f"({r['train_ratio']:.2f}x), inference {r['infer_ours_ips']:.1f} vs {r['infer_torch_ips']:.1f} img/s "
               f"({r['infer_ratio']:.2f}x)", flush=True)  # fmt: skip
     return rows
+
+
+def gemm_macs(name: str, k: int, size: int, chans: int) -> tuple[int, int]:
+    """(GEMM MACs, all MACs) of one image's forward: the dense and 1x1 convolutions and the head, against
+    everything ``model_stats`` counts (the depthwise convolutions too)."""
+    import c2f_numpy as c2f
+    from c2f_numpy.nn.layers import Conv2d
+
+    model = c2f.create_model(name, num_classes=10, kernel_size=k, in_chans=chans)
+    total = c2f.model_stats(model, size)["macs"]
+    counted = Conv2d.count_macs
+
+    def dense_only(self: Conv2d, shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
+        out, macs = counted(self, shape)
+        return out, 0 if self.groups > 1 else macs
+
+    try:  # the same walk with the depthwise (grouped) convolutions counted as 0
+        Conv2d.count_macs = dense_only  # type: ignore[method-assign]
+        dense = c2f.model_stats(model, size)["macs"]
+    finally:
+        Conv2d.count_macs = counted  # type: ignore[method-assign]
+    return dense, total
+
+
+def sgemm_rate(repeats: int) -> dict:
+    """GFLOP/s of a large float32 GEMM (2048^3) on the pool: through c2f_numpy's matmul and through torch.mm."""
+    import numpy as np
+    import torch
+
+    from c2f_numpy.kernels.gemm import matmul
+
+    a = np.random.default_rng(0).random((2048, 2048), dtype=np.float32)
+    ta = torch.from_numpy(a)
+    ours, theirs = interleaved(lambda: matmul(a, a), lambda: torch.mm(ta, ta), repeats)
+    flop = 2 * 2048**3 / 1e9
+    out = {"ours_gflops": flop / ours, "torch_gflops": flop / theirs}
+    print(f"  sgemm 2048^3: {out['ours_gflops']:.0f} GFLOP/s (c2f_numpy matmul), {out['torch_gflops']:.0f} (torch.mm)",
+          flush=True)  # fmt: skip
+    return out
+
+
+def gemm_floor(rows: list[dict], rate_gflops: float) -> list[dict]:
+    """Each model row's distance from its GEMM floor: the step's GEMM FLOPs (forward, input gradient, weight
+    gradient: 3 GEMMs of 2 MACs-worth of FLOPs each; inference 1) at ``rate_gflops``, against the measured time."""
+    out = []
+    for r in rows:
+        name, k, _batch, size, chans = r["shape"]
+        dense, total = gemm_macs(name, k, size, chans)
+        train_floor_ips = rate_gflops * 1e9 / (6 * dense)
+        infer_floor_ips = rate_gflops * 1e9 / (2 * dense)
+        out.append({"config": r["config"], "gemm_macs": dense, "all_macs": total,
+                    "train_floor_ips": train_floor_ips, "train_times_floor": train_floor_ips / r["train_ours_ips"],
+                    "infer_floor_ips": infer_floor_ips,
+                    "infer_times_floor": infer_floor_ips / r["infer_ours_ips"]})  # fmt: skip
+        f = out[-1]
+        print(f"  {f['config']}: {dense / 1e6:.1f}M GEMM MACs/image of {total / 1e6:.1f}M; at {rate_gflops:.0f} "
+              f"GFLOP/s the floor is {train_floor_ips:.0f} img/s training ({f['train_times_floor']:.1f}x faster than "
+              f"ours), {infer_floor_ips:.0f} img/s inference ({f['infer_times_floor']:.1f}x)", flush=True)  # fmt: skip
+    return out
 
 
 def _peak_rss_mb() -> float:
@@ -249,22 +311,86 @@ def jit_startup() -> dict:
     return {"cold_s": runs[0], "warm_s": runs[1]}
 
 
-def profile_step(k: int = 11) -> list[tuple[str, float]]:
-    our_step, _ = our_model(k, 64, 32)
-    our_step()
+def _stage_times(model: Any, x: Any, labels: Any, train: bool, repeats: int) -> dict[str, float]:
+    """Median wall time (ms) of each top-level piece of a step: the stem, each later stage with its downsampling
+    layer, the head with the pooling and the classifier; forward, and backward when ``train``. The pieces run
+    as ``Conv2Former.forward`` / ``backward`` run them."""
+    import numpy as np
+
+    import c2f_numpy as c2f
+
+    m: c2f.Conv2Former = model
+    m.train(train)
+    names = ["stem + stage 1"] + [f"stage {i + 1}" for i in range(1, len(m.stages))]  # with its downsampling
+    layers = list(zip(names, m.downsample_layers, m.stages, strict=True))
+    times: dict[str, list[float]] = {}
+
+    def timed(key: str, fn: Callable[[], Any]) -> Any:
+        t = time.perf_counter()
+        out = fn()
+        times.setdefault(key, []).append((time.perf_counter() - t) * 1e3)
+        return out
+
+    def head_forward(h: np.ndarray) -> tuple[np.ndarray, Any]:
+        pooled, pool_cache = m.F.global_avg_pool_forward(m.head(h))
+        return m.pred(pooled), pool_cache
+
+    for _ in range(repeats):
+        h = np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if m.layout == "NHWC" else x
+        for name, down, stage in layers:
+            h = timed(f"{name} forward", lambda: stage(down(h)))  # noqa: B023 (called at once)
+        logits, pool_cache = timed("head forward", lambda: head_forward(h))  # noqa: B023
+        if not train:
+            continue
+        _, ce_cache = c2f.ops.cross_entropy_forward(logits, labels)
+        d = c2f.ops.cross_entropy_backward(1.0, ce_cache)
+        d = timed("head backward", lambda: m.head.backward(
+            m.F.global_avg_pool_backward(m.pred.backward(d), pool_cache)))  # noqa: B023  # fmt: skip
+        for name, down, stage in reversed(layers):
+            d = timed(f"{name} backward", lambda: down.backward(stage.backward(d)))  # noqa: B023
+    return {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+
+
+PROFILES = [
+    ("n", 11, 64, 32, 3, True),
+    ("micro", 7, 128, 28, 1, True),
+    ("mini", 7, 128, 28, 1, True),
+    ("n", 11, 8, 224, 3, False),
+]  # (model, k, batch, size, channels, training step or inference)
+
+
+def profile(name: str, k: int, batch: int, size: int, chans: int, train: bool, repeats: int = 5) -> dict:
+    """Where one of our steps goes: cProfile self time per function, and wall time per stage (_stage_times)."""
+    import c2f_numpy as c2f
+    from c2f_numpy.train import AdamW
+
+    model = c2f.create_model(name, num_classes=10, kernel_size=k, in_chans=chans, layer_scale_init_value=1e-2)
+    opt = AdamW(model.named_parameters(), lr=1e-3, weight_decay=0.05)
+    x, labels = _data(batch, size, chans)
+    step, infer = our_model(k, batch, size, name, chans)
+    run = step if train else infer
+    run(), run()  # compile / load the kernels, warm the allocator
+    median = median_time(run, repeats)
+    stages = _stage_times(model, x, labels, train, repeats)
+    if train:
+        stages["AdamW"] = median_time(opt.step, repeats) * 1e3
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(3):
-        our_step()
+        run()
     prof.disable()
     stats = pstats.Stats(prof).stats  # type: ignore[attr-defined]
     total = sum(v[2] for v in stats.values())
-    rows = sorted(((f"{Path(fn).parent.name}/{Path(fn).name}:{name}", v[2] / 3) for (fn, _, name), v in stats.items()),
-                  key=lambda r: -r[1])[:12]  # fmt: skip
-    print(f"  our training step by function (self time, per step; total {total / 3 * 1e3:.0f} ms):")
-    for name, t in rows:
-        print(f"    {t * 1e3:7.1f} ms  {name}")
-    return rows
+    by_fn = sorted(((f"{Path(fn).parent.name}/{Path(fn).name}:{fname}", v[2] / 3 * 1e3)
+                    for (fn, _, fname), v in stats.items()), key=lambda r: -r[1])[:14]  # fmt: skip
+    kind = "training step" if train else "inference"
+    label = f"{'N' if name == 'n' else name} k={k} {chans}x{size}x{size} batch {batch} {kind}"
+    print(f"  {label}: median {median * 1e3:.0f} ms; by stage (ms): "
+          + ", ".join(f"{key} {ms:.1f}" for key, ms in stages.items()), flush=True)  # fmt: skip
+    print(f"    by function (self time per step under cProfile, total {total / 3 * 1e3:.0f} ms):")
+    for fname, ms in by_fn:
+        print(f"      {ms:7.1f} ms  {fname}")
+    return {"config": label, "median_ms": median * 1e3, "stages_ms": stages, "functions_ms": by_fn}
 
 
 def _write_json(path: Path | None, results: dict) -> None:
@@ -338,6 +464,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", type=Path, help="also write the results here (atomically)")
     parser.add_argument("--small", action="store_true", help="only the small-image models' rows")
+    parser.add_argument("--profile", action="store_true", help="only the profiles: by stage and by function")
     scenarios_help = "only the N and micro rows, in three processes: c2f_numpy first, torch first, busy"
     parser.add_argument("--scenarios", action="store_true", help=scenarios_help)
     parser.add_argument("--scenario", choices=SCENARIOS, help=argparse.SUPPRESS)
@@ -367,22 +494,30 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     print(f"threads: {args.threads}, torch {torch.__version__}, c2f_numpy {c2f_numpy.__version__}", flush=True)
-    if args.small:
-        _write_json(args.json, {"machine": _machine(), "model": model_rows(args.quick, 7, small_only=True)})
+    if args.profile:
+        _write_json(args.json, {"machine": _machine(), "profile": [profile(*config) for config in PROFILES]})
         return
-    results = {"machine": _machine(), "depthwise": depthwise_rows(args.quick, args.repeats),
+    if args.small:
+        rows = model_rows(args.quick, 7, small_only=True)
+        sgemm = sgemm_rate(args.repeats)
+        _write_json(args.json, {"machine": _machine(), "model": rows, "sgemm": sgemm,
+                                "gemm_floor": gemm_floor(rows, sgemm["ours_gflops"])})  # fmt: skip
+        return
+    results: dict[str, Any] = {"machine": _machine(), "depthwise": depthwise_rows(args.quick, args.repeats),
                "model": model_rows(args.quick, 5)}  # fmt: skip
     if not args.quick:
         results["scenarios"] = run_scenarios(args)
+    results["sgemm"] = sgemm_rate(args.repeats)
+    results["gemm_floor"] = gemm_floor(results["model"], results["sgemm"]["ours_gflops"])
     results["peak_memory_mb"] = peak_memory()
     results["jit"] = jit_startup()
-    results["profile"] = profile_step()
+    results["profile"] = [profile(*config) for config in PROFILES]
     _write_json(args.json, results)
 
 
 def _machine() -> dict:
     """lscpu's model and flags (every benchmark result records them), the load and the steal time at the start."""
-    info = {"model": "", "flags": "", "loadavg": Path("/proc/loadavg").read_text().split()[:3]}
+    info: dict[str, Any] = {"model": "", "flags": "", "loadavg": Path("/proc/loadavg").read_text().split()[:3]}
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
     except OSError:
