@@ -302,11 +302,20 @@ def depthwise_forward(x: np.ndarray, w_kkc: np.ndarray, b: np.ndarray | None, pa
 
 
 def depthwise_backward(
-    dout: np.ndarray, x: np.ndarray, w_kkc: np.ndarray, padding: int, with_bias: bool
+    dout: np.ndarray,
+    x: np.ndarray,
+    w_kkc: np.ndarray,
+    padding: int,
+    with_bias: bool,
+    dx_base: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(dx (N, H, W, C), dw (k, k, C), db (C,) or None) of ``depthwise_forward``."""
+    """(dx (N, H, W, C), dw (k, k, C), db (C,) or None) of ``depthwise_forward``.
+
+    With ``dx_base`` (x's shape and dtype) dx is ``dx_base`` + the convolution's input gradient: a residual's
+    identity path added in the same pass (the correlation accumulates into dx; it starts as a copy, not zeros).
+    """
     k = w_kkc.shape[0]
-    dx = np.zeros_like(x)
+    dx = np.zeros_like(x) if dx_base is None else np.array(dx_base, dtype=x.dtype, order="C", copy=True)
     correlate(dout, np.ascontiguousarray(w_kkc[::-1, ::-1]), dx, k - 1 - padding)
     blocks = min(WEIGHT_GRAD_BLOCKS, x.shape[0])
     dw = weight_grad_partials(dout, x, k, padding, blocks).sum(axis=0)  # fixed block order: deterministic

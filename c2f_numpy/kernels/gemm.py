@@ -1,8 +1,9 @@
 """The fast copy's matrix products on the Numba pool: fixed blocks, one single-threaded BLAS call each.
 
     matmul(a, b)     (M, K) @ (K, N)     rows of a in blocks (row_block(M)), one BLAS call per block
-    matmul_tn(a, b)  (M, K)^T @ (M, N)   K >= TN_MIN_ROWS: a^T copied once, then matmul's row blocks over K;
-                                         narrower: the sum over M in fixed chunks, partial products added in order
+    matmul_tn(a, b)  (M, K)^T @ (M, N)   the sum over M split into an even number of fixed chunks (about
+                                         TN_CHUNK_ROWS rows each), one BLAS call per chunk on the transposed
+                                         view, the partial products added in chunk order
 
 Why not ``a @ b``: NumPy's OpenBLAS runs its own pool of threads beside Numba's, and on a busy machine the two
 pools wait for each other's descheduled threads (:mod:`.pool`). Here the Numba pool hands out the blocks and
@@ -29,8 +30,12 @@ from .pool import parallel_kernel
 # work: 256x256x256 in 32-row blocks took 2x as long as in 128-row blocks), at most 512 (a block of a and out
 # stays in the caches; a 28x28 batch-128 map has ~200 blocks).
 MIN_ROW_BLOCK, MAX_ROW_BLOCK, TARGET_BLOCKS = 128, 512, 4
-TN_MIN_ROWS = 128  # matmul_tn with at least this many output rows splits them; narrower ones split the sum
-TN_CHUNK_ROWS = 4096  # rows of the sum per partial product of the narrow matmul_tn
+# matmul_tn splits the sum, never the output: a weight gradient's output is small (K x N <= 2048 x 512 here) and
+# its sum long (M = N*H*W pixels). Splitting the output instead (K rows in row_block(K) blocks, after copying a^T)
+# gave one or two blocks for K = 128..512, so one thread, and ran at 26-75 GFLOP/s on the micro step's shapes
+# against 110-185 with the sum split (benchmarks/bench.py --profile, 2026-12-06). An even chunk count keeps two
+# threads equally busy; about 2048 rows per chunk was as fast as 1024 and 4096 and faster than 512.
+TN_CHUNK_ROWS = 2048  # rows of the sum per partial product, about
 TN_MAX_CHUNKS = 32  # at most this many partials (their memory: chunks x K x N values)
 
 
@@ -70,16 +75,6 @@ def _matmul_tn_chunks(a: np.ndarray, b: np.ndarray, parts: np.ndarray, per: int)
         np.dot(a[r0:r1].T, b[r0:r1], parts[i])
 
 
-@parallel_kernel()
-def _sum_parts(parts: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - jit
-    """out = parts[0] + parts[1] + ... in that order, row by row in parallel."""
-    for r in prange(out.shape[0]):
-        o = out[r]
-        o[:] = parts[0, r]
-        for i in range(1, parts.shape[0]):
-            o += parts[i, r]
-
-
 def _operand(x: np.ndarray) -> np.ndarray:
     """BLAS reads C- or F-contiguous matrices as they are (a transposed view is a flag); anything else is copied."""
     return x if x.flags.c_contiguous or x.flags.f_contiguous else np.ascontiguousarray(x)
@@ -100,23 +95,25 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     return out
 
 
+def tn_chunks(rows: int) -> int:
+    """Partial products of a ``matmul_tn`` summing this many rows: even (two threads, equal shares), about
+    TN_CHUNK_ROWS rows each, at most TN_MAX_CHUNKS; a function of the shape only (determinism)."""
+    chunks = min(TN_MAX_CHUNKS, max(2, -(-rows // TN_CHUNK_ROWS)))
+    return chunks + chunks % 2
+
+
 def matmul_tn(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """a.T @ b for a (M, K) and b (M, N): the weight gradient of a GEMM, summed over the M rows (the pixels)."""
     m, k = a.shape
     n = b.shape[1]
     if b.shape[0] != m or a.dtype != b.dtype:
         raise ValueError(f"matmul_tn: a {a.shape} {a.dtype} and b {b.shape} {b.dtype} do not share their rows")
-    if k >= TN_MIN_ROWS:  # wide enough to split the output rows: each element is one BLAS sum over all of M
-        return matmul(np.ascontiguousarray(a.T), b)
-    chunks = max(1, min(TN_MAX_CHUNKS, -(-m // TN_CHUNK_ROWS)))
-    per = -(-m // chunks) if m else 1
-    parts = np.empty((chunks, k, n), dtype=a.dtype)
     if m == 0:
-        parts[:] = 0
-    else:
-        _matmul_tn_chunks(np.ascontiguousarray(a), np.ascontiguousarray(b), parts, per)
-    if chunks == 1:
-        return parts[0]
-    out = np.empty((k, n), dtype=a.dtype)
-    _sum_parts(parts, out)
+        return np.zeros((k, n), dtype=a.dtype)
+    per = -(-m // tn_chunks(m))
+    parts = np.empty((-(-m // per), k, n), dtype=a.dtype)  # fewer than tn_chunks(m) when m is tiny
+    _matmul_tn_chunks(np.ascontiguousarray(a), np.ascontiguousarray(b), parts, per)
+    out = parts[0]
+    for part in parts[1:]:  # in chunk order: a fixed sum. NumPy's add: a Numba kernel's launch cost more here
+        out += part
     return out

@@ -145,9 +145,7 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache) -> tuple[np.ndarray, n
     co, _, kh, kw = w.shape
     if cache.depthwise:
         dout = check_grad_out("conv2d (nhwc)", dout, cache.out_shape, cache.x.dtype)
-        assert cache.w_kkc is not None
-        dx, dw_kkc, db = depthwise_backward(dout, cache.x, cache.w_kkc, cache.pads[0], cache.has_bias)
-        return dx, np.ascontiguousarray(dw_kkc.transpose(2, 0, 1))[:, None], db
+        return _depthwise_conv_backward(dout, cache)
     n, _, _, c = cache.x_shape
     _, ho, wo, _ = cache.out_shape
     dout = check_grad_out("conv2d (nhwc)", dout, cache.out_shape, cache.x.dtype)
@@ -173,6 +171,15 @@ def conv2d_backward(dout: np.ndarray, cache: Conv2dCache) -> tuple[np.ndarray, n
     dw = dw_mat.reshape(kh, kw, c, co).transpose(3, 2, 0, 1)
     db = channel_sums(d2) if cache.has_bias else None
     return dx, np.ascontiguousarray(dw), db
+
+
+def _depthwise_conv_backward(
+    dout: np.ndarray, cache: Conv2dCache, dx_base: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(dx (+ dx_base), dw in the checkpoint layout (C, 1, k, k), db) of a depthwise ``conv2d_forward``."""
+    assert cache.w_kkc is not None
+    dx, dw_kkc, db = depthwise_backward(dout, cache.x, cache.w_kkc, cache.pads[0], cache.has_bias, dx_base)
+    return dx, np.ascontiguousarray(dw_kkc.transpose(2, 0, 1))[:, None], db
 
 
 @dataclass(frozen=True)
@@ -422,8 +429,7 @@ def convmod_backward(dout: np.ndarray, cache: modulation.ConvModCache) -> tuple[
 
 
 def pos_residual_forward(h: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, mlp.PosResidualCache]:
-    """h + GELU(DWConv(h)): the depthwise kernel, then GELU and the residual add in one pass. The backward is
-    the teaching composite's over the fast copy's ops."""
+    """h + GELU(DWConv(h)): the depthwise kernel, then GELU and the residual add in one pass."""
     h, k = pos_residual_args("pos_residual (nhwc)", h, w, CHANNELS_LAST)
     p, conv = conv2d_forward(h, w, b, padding=k // 2, groups=h.shape[-1])
     out = np.empty_like(h)
@@ -434,7 +440,13 @@ def pos_residual_forward(h: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> 
 def pos_residual_backward(
     dout: np.ndarray, cache: mlp.PosResidualCache
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    return mlp.pos_residual_backward_over(fast_ops(), dout, cache)
+    """(dh, dw, db) = (dout + DWConv^T(GELU'(p) * dout), ...): the teaching composite's math, with the identity
+    path added inside the depthwise kernel's pass (dx starts as dout) instead of a separate sum."""
+    dp = gelu_backward(dout, cache.act)  # checks dout against the cached shape and dtype
+    if not cache.conv.depthwise:  # one channel: conv2d_forward took the dense path
+        dh, dw, db = conv2d_backward(dp, cache.conv)
+        return dout + dh, dw, db
+    return _depthwise_conv_backward(dp, cache.conv, dx_base=dout)
 
 
 def mlp_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, mlp.MlpCache]:

@@ -128,7 +128,7 @@ def test_gemm_results_do_not_depend_on_the_thread_count() -> None:
     a = rng.standard_normal((70_001, 24)).astype(np.float32)
     b = rng.standard_normal((24, 40)).astype(np.float32)
     d = rng.standard_normal((70_001, 40)).astype(np.float32)
-    wide = rng.standard_normal((5_001, 160)).astype(np.float32)  # matmul_tn's other strategy: split output rows
+    wide = rng.standard_normal((5_001, 160)).astype(np.float32)  # matmul_tn with a wide output (K = 160)
     dw = rng.standard_normal((5_001, 40)).astype(np.float32)
 
     def products() -> tuple[np.ndarray, ...]:
