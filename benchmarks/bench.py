@@ -491,9 +491,13 @@ def main() -> None:
     import torch
 
     import c2f_numpy
+    from c2f_numpy.kernels import gemm  # noqa: F401  (loads SciPy's BLAS, whose kernel family is printed)
+    from c2f_numpy.kernels.pool import threading_info
 
     torch.set_num_threads(args.threads)
-    print(f"threads: {args.threads}, torch {torch.__version__}, c2f_numpy {c2f_numpy.__version__}", flush=True)
+    blas = ", ".join(f"{Path(str(b['filepath'])).name} {b['architecture']}" for b in threading_info()["blas"])  # type: ignore[attr-defined]
+    print(f"threads: {args.threads}, torch {torch.__version__}, c2f_numpy {c2f_numpy.__version__}, BLAS: {blas}",
+          flush=True)  # fmt: skip
     if args.profile:
         _write_json(args.json, {"machine": _machine(), "profile": [profile(*config) for config in PROFILES]})
         return
@@ -516,8 +520,14 @@ def main() -> None:
 
 
 def _machine() -> dict:
-    """lscpu's model and flags (every benchmark result records them), the load and the steal time at the start."""
-    info: dict[str, Any] = {"model": "", "flags": "", "loadavg": Path("/proc/loadavg").read_text().split()[:3]}
+    """lscpu's model and flags (every benchmark result records them), the load and the steal time at the start, and
+    OPENBLAS_CORETYPE if the environment sets it (it overrides OpenBLAS's choice of kernels for the CPU)."""
+    info: dict[str, Any] = {
+        "model": "",
+        "flags": "",
+        "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+    }  # forces OpenBLAS's kernels
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
     except OSError:
@@ -535,7 +545,9 @@ def _machine() -> dict:
 
 def _print_machine() -> None:
     m = _machine()
-    print(f"machine: {m['model']} ({m['flags']}), load {' '.join(m['loadavg'])}, steal {m['steal_fraction']:.1%}")
+    forced = f", OPENBLAS_CORETYPE={m['OPENBLAS_CORETYPE']}" if m["OPENBLAS_CORETYPE"] else ""
+    print(f"machine: {m['model']} ({m['flags']}), load {' '.join(m['loadavg'])}, steal {m['steal_fraction']:.1%}"
+          f"{forced}")  # fmt: skip
 
 
 if __name__ == "__main__":

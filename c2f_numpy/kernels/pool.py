@@ -83,7 +83,7 @@ def parallel_kernel(**options: Any) -> Callable[[_F], _F]:
 
 def threading_info() -> dict[str, object]:
     """What the fast copy runs on: Numba's layer (chosen, and running if started), its thread count, and the
-    BLAS libraries with their thread counts (threadpoolctl's view)."""
+    BLAS libraries with their thread counts and kernel families (threadpoolctl's view)."""
     from threadpoolctl import threadpool_info
 
     return {
@@ -91,7 +91,12 @@ def threading_info() -> dict[str, object]:
         "numba_threading_layer_config": str(_config.THREADING_LAYER),
         "numba_num_threads": numba.get_num_threads(),
         "blas": [
-            {"filepath": d.get("filepath"), "num_threads": d.get("num_threads"), "api": d.get("internal_api")}
+            {
+                "filepath": d.get("filepath"),
+                "num_threads": d.get("num_threads"),
+                "api": d.get("internal_api"),
+                "architecture": d.get("architecture"),
+            }
             for d in threadpool_info()
             if d.get("user_api") == "blas"
         ],
