@@ -526,8 +526,8 @@ def _machine() -> dict:
         "model": "",
         "flags": "",
         "loadavg": Path("/proc/loadavg").read_text().split()[:3],
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
-    }  # forces OpenBLAS's kernels
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),  # if set, it forces OpenBLAS's kernels
+    }
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
     except OSError:

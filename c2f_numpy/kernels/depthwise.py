@@ -315,7 +315,10 @@ def depthwise_backward(
     identity path added in the same pass (the correlation accumulates into dx; it starts as a copy, not zeros).
     """
     k = w_kkc.shape[0]
-    dx = np.zeros_like(x) if dx_base is None else np.array(dx_base, dtype=x.dtype, order="C", copy=True)
+    if dx_base is not None and (dx_base.shape != x.shape or dx_base.dtype != x.dtype):
+        raise ValueError(f"depthwise_backward: dx_base must be {x.shape} {x.dtype} like x, got "
+                         f"{dx_base.shape} {dx_base.dtype}")  # fmt: skip
+    dx = np.zeros_like(x) if dx_base is None else np.array(dx_base, order="C", copy=True)
     correlate(dout, np.ascontiguousarray(w_kkc[::-1, ::-1]), dx, k - 1 - padding)
     blocks = min(WEIGHT_GRAD_BLOCKS, x.shape[0])
     dw = weight_grad_partials(dout, x, k, padding, blocks).sum(axis=0)  # fixed block order: deterministic

@@ -442,10 +442,9 @@ def pos_residual_backward(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """(dh, dw, db) = (dout + DWConv^T(GELU'(p) * dout), ...): the teaching composite's math, with the identity
     path added inside the depthwise kernel's pass (dx starts as dout) instead of a separate sum."""
+    if not cache.conv.depthwise:  # one channel: conv2d_forward took the dense path, so the plain composite
+        return mlp.pos_residual_backward_over(fast_ops(), dout, cache)
     dp = gelu_backward(dout, cache.act)  # checks dout against the cached shape and dtype
-    if not cache.conv.depthwise:  # one channel: conv2d_forward took the dense path
-        dh, dw, db = conv2d_backward(dp, cache.conv)
-        return dout + dh, dw, db
     return _depthwise_conv_backward(dp, cache.conv, dx_base=dout)
 
 

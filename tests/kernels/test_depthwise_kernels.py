@@ -107,3 +107,23 @@ def test_wide_depthwise_conv_matches_teaching_copy(k: int, width: int, dtype: ty
     assert_close("depthwise dw", f_dw, dw, scale_floor=1.0)
     assert f_db is not None
     assert_close("depthwise db", f_db, db, scale_floor=1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize("width", [9, depthwise.WIDE + 3], ids=lambda w: f"w{w}")  # row kernels; blocked
+def test_backward_onto_a_residual_adds_it_to_dx(width: int, dtype: type) -> None:
+    """dx_base (the pos residual's identity path) is added into dx by the correlation's own pass; the weight and
+    bias gradients do not change."""
+    rng = np.random.default_rng(width)
+    x = rng.standard_normal((2, 5, width, 19)).astype(dtype)
+    w = rng.standard_normal((3, 3, 19)).astype(dtype)
+    d = rng.standard_normal(x.shape).astype(dtype)
+    base = rng.standard_normal(x.shape).astype(dtype)
+    kept = base.copy()
+    dx, dw, db = depthwise.depthwise_backward(d, x, w, 1, True)
+    dx_r, dw_r, db_r = depthwise.depthwise_backward(d, x, w, 1, True, dx_base=base)
+    assert_close("dx onto the residual", dx_r, dx + base, scale_floor=1.0)
+    assert np.array_equal(dw_r, dw) and db is not None and db_r is not None and np.array_equal(db_r, db)
+    assert np.array_equal(base, kept)  # the caller's gradient is not written to
+    with pytest.raises(ValueError, match="dx_base must be"):
+        depthwise.depthwise_backward(d, x, w, 1, True, dx_base=base[:, :, :-1])
