@@ -125,6 +125,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--clip-grad", type=float, default=d.clip_grad, help="max global gradient norm (0 = off)")
     p.add_argument("--crop-padding", type=int, default=d.crop_padding)
     p.add_argument("--no-hflip", action="store_true", default=not d.hflip)
+    p.add_argument("--random-erasing", type=float, default=d.random_erasing, help="probability per image (0 = off)")
     p.add_argument("--mixup", type=float, default=d.mixup, help="mixup alpha (0 = off)")
     p.add_argument("--cutmix", type=float, default=d.cutmix, help="cutmix alpha (0 = off)")
     p.add_argument("--train-subset", type=int, default=0, help="train on this many samples (0 = all), seeded")
@@ -296,7 +297,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         val_split=args.val_split, train_subset=args.train_subset, test_subset=args.test_subset, seed=args.seed,
     )  # fmt: skip
     augment = Augment(
-        crop_padding=args.crop_padding, hflip=not args.no_hflip, mixup_alpha=args.mixup, cutmix_alpha=args.cutmix
+        crop_padding=args.crop_padding, hflip=not args.no_hflip, erase_prob=args.random_erasing,
+        mixup_alpha=args.mixup, cutmix_alpha=args.cutmix,
     )
     train_loader = BatchLoader(train, args.batch_size, shuffle=True, seed=args.seed, drop_last=True, augment=augment)
     test_loader = BatchLoader(test, args.eval_batch_size, shuffle=False)

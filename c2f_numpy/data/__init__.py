@@ -12,7 +12,7 @@ Images are NCHW uint8 in a :class:`Dataset`. Modules: :mod:`.cifar` (official bi
 extraction, the error classes), :mod:`.augment`, :mod:`.loader`.
 """
 
-from .augment import Augment, cutmix, mixup, normalize, one_hot, random_crop, random_flip
+from .augment import Augment, cutmix, mixup, normalize, one_hot, random_crop, random_erase, random_flip
 from .download import (
     ChecksumError,
     DataError,
@@ -45,6 +45,7 @@ __all__ = [
     "normalize",
     "one_hot",
     "random_crop",
+    "random_erase",
     "random_flip",
     "read_idx",
     "write_idx",

@@ -6,14 +6,16 @@ Functions (each returns a new array; inputs are never modified):
   offset drawn per image (``torchvision.transforms.RandomCrop(size, padding)``). Applied to uint8 images the
   padding is black, as torchvision does it before ``Normalize``.
 * :func:`random_flip` - mirror each image left-right with probability ``p``.
+* :func:`random_erase` - with probability ``p``, fill one random rectangle of each image with uniform random
+  pixel values (Random Erasing, Zhong et al., AAAI 2020, arXiv 1708.04896).
 * :func:`normalize` - uint8 -> float32 ``(x / 255 - mean) / std`` per channel.
 * :func:`one_hot`, :func:`mixup`, :func:`cutmix` - soft targets (N, K) whose rows sum to 1, the probability
   targets ``c2f_numpy.ops.cross_entropy_forward`` takes (label smoothing is applied there, on top).
   One mixing weight per batch, partner images from a random permutation of the batch. CutMix pastes one box
   (area ``1 - lam``) at a uniform centre, clipped to the image, and sets ``lam`` from the clipped area.
 
-:class:`Augment` chains them the way the training loader uses them: crop -> flip (on uint8) -> normalize ->
-at most one of mixup / cutmix. Random numbers are drawn in that fixed order.
+:class:`Augment` chains them the way the training loader uses them: crop -> flip -> erase (on uint8) ->
+normalize -> at most one of mixup / cutmix. Random numbers are drawn in that fixed order.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Augment", "cutmix", "mixup", "normalize", "one_hot", "random_crop", "random_flip"]
+__all__ = ["Augment", "cutmix", "mixup", "normalize", "one_hot", "random_crop", "random_erase", "random_flip"]
 
 
 def _check_images(fn: str, images: np.ndarray) -> None:
@@ -73,6 +75,50 @@ def random_flip(images: np.ndarray, rng: np.random.Generator, p: float = 0.5) ->
         raise ValueError(f"random_flip: p must be in [0, 1], got {p}")
     flip = np.asarray(rng.random(images.shape[0])) < p
     return np.where(flip[:, None, None, None], images[..., ::-1], images)
+
+
+# The paper's settings (Zhong et al., section 3.1 and the CIFAR experiments): area fraction in [0.02, 0.4],
+# aspect ratio in [0.3, 1 / 0.3]. The paper redraws until the box fits; a fixed number of attempts keeps the
+# number of draws per batch constant, so a run is reproducible whatever the image size.
+ERASE_AREA = (0.02, 0.4)
+ERASE_RATIO = 0.3
+ERASE_ATTEMPTS = 10
+
+
+def random_erase(images: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """Random Erasing on uint8 (N, C, H, W) images: with probability ``p`` an image gets one box of area
+    ``s H W`` (``s ~ U[0.02, 0.4]``) and aspect ratio ``r`` (``log r`` uniform in ``[log 0.3, -log 0.3]``),
+    height ``round(sqrt(s H W r))`` and width ``round(sqrt(s H W / r))``, at a uniform top-left corner, filled
+    with independent uniform values in [0, 255] per pixel and channel.
+
+    Of ``ERASE_ATTEMPTS`` candidate boxes the first that fits the image is used (none fits: not erased). Draws
+    ``rng.random(N)``, then ``rng.random((4, ERASE_ATTEMPTS, N))`` (area, ratio, corner row, corner column),
+    then the fill values of the erased boxes in image order.
+    """
+    _check_images("random_erase", images)
+    if images.dtype != np.uint8:
+        raise ValueError(f"random_erase: images must be uint8 (erase before normalize), got {images.dtype}")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"random_erase: p must be in [0, 1], got {p}")
+    n, c, h, w = images.shape
+    erase = rng.random(n) < p
+    u_area, u_ratio, u_y, u_x = rng.random((4, ERASE_ATTEMPTS, n))
+    lo, hi = ERASE_AREA
+    area = (lo + (hi - lo) * u_area) * (h * w)
+    ratio = np.exp(math.log(ERASE_RATIO) * (1.0 - 2.0 * u_ratio))
+    bh = np.rint(np.sqrt(area * ratio)).astype(np.int64)
+    bw = np.rint(np.sqrt(area / ratio)).astype(np.int64)
+    fits = (bh >= 1) & (bw >= 1) & (bh <= h) & (bw <= w)
+    first = np.argmax(fits, axis=0)  # the first attempt that fits (0 when none does; masked below)
+    erase &= fits.any(axis=0)
+    out = images.copy()
+    for i in np.flatnonzero(erase):
+        a = first[i]
+        eh, ew = int(bh[a, i]), int(bw[a, i])
+        y0 = int(u_y[a, i] * (h - eh + 1))  # uniform over the h - eh + 1 rows where the box fits
+        x0 = int(u_x[a, i] * (w - ew + 1))
+        out[i, :, y0 : y0 + eh, x0 : x0 + ew] = rng.integers(0, 256, size=(c, eh, ew), dtype=np.uint8)
+    return out
 
 
 def normalize(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
@@ -140,7 +186,8 @@ def cutmix(x: np.ndarray, targets: np.ndarray, alpha: float, rng: np.random.Gene
 
 @dataclass(frozen=True)
 class Augment:
-    """Training-time augmentation: ``crop_padding`` (0 = no crop), ``hflip`` (probability 0.5), then, when an
+    """Training-time augmentation: ``crop_padding`` (0 = no crop), ``hflip`` (probability 0.5), ``erase_prob``
+    (Random Erasing's probability per image, 0 = off), then, when an
     alpha is positive, mixup and/or cutmix applied to a batch with probability ``mix_prob`` (when both are on,
     cutmix is chosen with probability ``switch_prob``).
 
@@ -150,6 +197,7 @@ class Augment:
 
     crop_padding: int = 4
     hflip: bool = True
+    erase_prob: float = 0.0
     mixup_alpha: float = 0.0
     cutmix_alpha: float = 0.0
     mix_prob: float = 1.0
@@ -160,7 +208,7 @@ class Augment:
             raise ValueError(f"Augment: crop_padding must be >= 0, got {self.crop_padding}")
         if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
             raise ValueError(f"Augment: alphas must be >= 0, got {self.mixup_alpha} and {self.cutmix_alpha}")
-        for field in ("mix_prob", "switch_prob"):
+        for field in ("erase_prob", "mix_prob", "switch_prob"):
             if not 0.0 <= getattr(self, field) <= 1.0:
                 raise ValueError(f"Augment: {field} must be in [0, 1], got {getattr(self, field)}")
 
@@ -189,6 +237,8 @@ class Augment:
             x = random_crop(x, self.crop_padding, rng)
         if self.hflip:
             x = random_flip(x, rng)
+        if self.erase_prob:
+            x = random_erase(x, self.erase_prob, rng)
         xf = normalize(np.ascontiguousarray(x), mean, std)
         if not self.mixes:
             return xf, np.asarray(labels, dtype=np.int64)

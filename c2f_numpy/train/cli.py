@@ -49,6 +49,8 @@ _HELP = {
     "ema_decay": "keep a bias-corrected EMA of the weights with this decay (0 = off), evaluated too",
     "crop_padding": "random crop after zero padding by this many pixels (0 = off)",
     "hflip": "random horizontal flips",
+    "random_erasing": "probability of Random Erasing per image: one box of 2-40%% of the image filled with noise "
+    "(0 = off)",
     "mixup": "mixup alpha (0 = off)",
     "cutmix": "cutmix alpha (0 = off)",
     "train_subset": "train on this many samples (0 = all), a seeded random subset",

@@ -75,6 +75,7 @@ class TrainConfig:
     ema_decay: float = 0.0  # 0 = off; else e.g. 0.999 (bias-corrected: see train_step)
     crop_padding: int = 0  # 2 and 1 ended lower in 14 epochs (docs/training.md)
     hflip: bool = True
+    random_erasing: float = 0.0  # probability per image (Zhong et al. 2020); 0 = off
     mixup: float = 0.0
     cutmix: float = 0.0
     train_subset: int = 0  # 0 = the whole split; else that many samples, drawn with the seed
@@ -102,6 +103,7 @@ class TrainConfig:
             (0 <= self.drop_path < 1, "drop_path must be in [0, 1)"),
             (self.clip_grad >= 0, "clip_grad must be >= 0"),
             (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
+            (0 <= self.random_erasing <= 1, "random_erasing must be in [0, 1]"),
             (self.train_subset >= 0 and self.test_subset >= 0, "subset sizes must be >= 0"),
             (self.val_split >= 0, "val_split must be >= 0"),
             (self.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
@@ -126,7 +128,7 @@ class TrainConfig:
 
 # Settings added after checkpoints were written, with the value that reproduces those runs: no validation split,
 # and warmup_epochs uncapped.
-_ADDED_SINCE: dict[str, Any] = {"val_split": 0, "warmup_fraction": 1.0}
+_ADDED_SINCE: dict[str, Any] = {"val_split": 0, "warmup_fraction": 1.0, "random_erasing": 0.0}
 
 
 def clip_grad_norm(grads: list[np.ndarray], max_norm: float) -> float:
@@ -248,8 +250,8 @@ class Trainer:
             train_set, test_set, val_split=cfg.val_split, train_subset=cfg.train_subset, test_subset=cfg.test_subset,
             seed=cfg.seed,
         )  # fmt: skip
-        augment = Augment(crop_padding=cfg.crop_padding, hflip=cfg.hflip, mixup_alpha=cfg.mixup,
-                          cutmix_alpha=cfg.cutmix)  # fmt: skip
+        augment = Augment(crop_padding=cfg.crop_padding, hflip=cfg.hflip, erase_prob=cfg.random_erasing,
+                          mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix)  # fmt: skip
         self.loader = BatchLoader(self.train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
                                   augment=augment)  # fmt: skip
         self.steps_per_epoch = len(self.loader)

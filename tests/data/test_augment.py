@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from c2f_numpy.data import Augment, cutmix, mixup, normalize, one_hot, random_crop, random_flip
+from c2f_numpy.data import Augment, cutmix, mixup, normalize, one_hot, random_crop, random_erase, random_flip
+from c2f_numpy.data.augment import ERASE_AREA, ERASE_ATTEMPTS, ERASE_RATIO
 from c2f_numpy.ops import cross_entropy_backward, cross_entropy_forward
 
 
@@ -67,6 +70,71 @@ def test_random_flip() -> None:
     np.testing.assert_array_equal(out[~mask], images[~mask])
     with pytest.raises(ValueError, match="p must be in"):
         random_flip(images, np.random.default_rng(0), p=1.5)
+
+
+def _erase_reference(images: np.ndarray, p: float, seed: int) -> np.ndarray:
+    """Random Erasing image by image, written from the paper's description with random_erase's draws."""
+    rng = np.random.default_rng(seed)
+    n, c, h, w = images.shape
+    erase = rng.random(n) < p
+    u = rng.random((4, ERASE_ATTEMPTS, n))
+    out = images.copy()
+    for i in range(n):
+        for a in range(ERASE_ATTEMPTS):
+            area = (ERASE_AREA[0] + (ERASE_AREA[1] - ERASE_AREA[0]) * u[0, a, i]) * (h * w)
+            ratio = math.exp(math.log(ERASE_RATIO) * (1.0 - 2.0 * u[1, a, i]))  # log-uniform in [0.3, 1 / 0.3]
+            eh, ew = round(float(np.sqrt(area * ratio))), round(float(np.sqrt(area / ratio)))
+            if 1 <= eh <= h and 1 <= ew <= w:
+                if erase[i]:
+                    y0, x0 = int(u[2, a, i] * (h - eh + 1)), int(u[3, a, i] * (w - ew + 1))
+                    out[i, :, y0 : y0 + eh, x0 : x0 + ew] = rng.integers(0, 256, (c, eh, ew), dtype=np.uint8)
+                break
+    return out
+
+
+@given(
+    n=st.integers(1, 5),
+    c=st.integers(1, 3),
+    h=st.integers(1, 12),
+    w=st.integers(1, 12),
+    p=st.sampled_from([0.0, 0.5, 1.0]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_random_erase_matches_reference(n: int, c: int, h: int, w: int, p: float, seed: int) -> None:
+    images = _images(n, c, h, w, seed=seed % 1000)
+    before = images.copy()
+    out = random_erase(images, p, np.random.default_rng(seed))
+    np.testing.assert_array_equal(images, before)  # input untouched
+    assert out.shape == images.shape and out.dtype == np.uint8 and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, _erase_reference(images, p, seed))
+    if p == 0.0:
+        np.testing.assert_array_equal(out, images)
+
+
+def test_random_erase_boxes_follow_the_paper() -> None:
+    # Constant images, so every changed pixel is inside the box: each erased image has one box of 2-40% of the
+    # 28 x 28 image (up to rounding), about half the images are erased at p = 0.5, and the fill is uniform.
+    images = np.full((4000, 1, 28, 28), 7, np.uint8)
+    out = random_erase(images, 0.5, np.random.default_rng(0))
+    changed = out != images
+    erased = changed.reshape(len(images), -1).any(axis=1)
+    assert abs(erased.mean() - 0.5) < 0.03
+    rows, cols = changed.any(axis=3)[:, 0], changed.any(axis=2)[:, 0]
+    box = rows.sum(axis=1) * cols.sum(axis=1)
+    assert 0.01 < (box[erased] / 784).min() and (box[erased] / 784).max() < 0.45
+    assert abs((box[erased] / 784).mean() - 0.21) < 0.02  # E[s] = 0.21 when every box fits at the first draw
+    fill = out[changed]
+    assert abs(fill.mean() - 127.5) < 2 and fill.min() == 0 and fill.max() == 255
+
+
+def test_random_erase_errors() -> None:
+    images = _images()
+    with pytest.raises(ValueError, match="random_erase: images must be uint8"):
+        random_erase(images.astype(np.float32), 0.5, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"random_erase: p must be in \[0, 1\], got 1.5"):
+        random_erase(images, 1.5, np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
+        random_erase(images[0], 0.5, np.random.default_rng(0))
 
 
 def test_normalize() -> None:
@@ -162,6 +230,11 @@ def test_augment_pipeline() -> None:
     ref = normalize(random_flip(random_crop(images, 2, rng), rng), mean, std)
     np.testing.assert_array_equal(x, ref)
     assert y.dtype == np.int64 and not plain.mixes
+    erasing = Augment(crop_padding=1, hflip=True, erase_prob=0.5)
+    x, _ = erasing(images, labels, rng=np.random.default_rng(2), **kw)
+    rng = np.random.default_rng(2)
+    ref = normalize(random_erase(random_flip(random_crop(images, 1, rng), rng), 0.5, rng), mean, std)
+    np.testing.assert_array_equal(x, ref)
     mixing = Augment(crop_padding=0, hflip=False, mixup_alpha=0.2, cutmix_alpha=1.0)
     x1, y1 = mixing(images, labels, rng=np.random.default_rng(1), **kw)
     x2, y2 = mixing(images, labels, rng=np.random.default_rng(1), **kw)
@@ -172,6 +245,7 @@ def test_augment_pipeline() -> None:
     np.testing.assert_array_equal(x3, normalize(images, mean, std))
     np.testing.assert_array_equal(y3, one_hot(labels, 4))
     assert Augment(**mixing.config()) == mixing
-    for bad in ({"crop_padding": -1}, {"mixup_alpha": -0.1}, {"mix_prob": 2.0}, {"switch_prob": -1.0}):
+    for bad in ({"crop_padding": -1}, {"mixup_alpha": -0.1}, {"mix_prob": 2.0}, {"switch_prob": -1.0},
+                {"erase_prob": 1.5}):
         with pytest.raises(ValueError, match="Augment"):
             Augment(**bad)  # type: ignore[arg-type]
