@@ -297,8 +297,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         val_split=args.val_split, train_subset=args.train_subset, test_subset=args.test_subset, seed=args.seed,
     )  # fmt: skip
     augment = Augment(
-        crop_padding=args.crop_padding, hflip=not args.no_hflip, erase_prob=args.random_erasing,
-        mixup_alpha=args.mixup, cutmix_alpha=args.cutmix,
+        crop_padding=args.crop_padding,
+        hflip=not args.no_hflip,
+        erase_prob=args.random_erasing,
+        mixup_alpha=args.mixup,
+        cutmix_alpha=args.cutmix,
     )
     train_loader = BatchLoader(train, args.batch_size, shuffle=True, seed=args.seed, drop_last=True, augment=augment)
     test_loader = BatchLoader(test, args.eval_batch_size, shuffle=False)

@@ -245,7 +245,12 @@ def test_augment_pipeline() -> None:
     np.testing.assert_array_equal(x3, normalize(images, mean, std))
     np.testing.assert_array_equal(y3, one_hot(labels, 4))
     assert Augment(**mixing.config()) == mixing
-    for bad in ({"crop_padding": -1}, {"mixup_alpha": -0.1}, {"mix_prob": 2.0}, {"switch_prob": -1.0},
-                {"erase_prob": 1.5}):
+    for bad in (
+        {"crop_padding": -1},
+        {"mixup_alpha": -0.1},
+        {"mix_prob": 2.0},
+        {"switch_prob": -1.0},
+        {"erase_prob": 1.5},
+    ):
         with pytest.raises(ValueError, match="Augment"):
             Augment(**bad)  # type: ignore[arg-type]
