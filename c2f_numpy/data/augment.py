@@ -187,9 +187,9 @@ def cutmix(x: np.ndarray, targets: np.ndarray, alpha: float, rng: np.random.Gene
 @dataclass(frozen=True)
 class Augment:
     """Training-time augmentation: ``crop_padding`` (0 = no crop), ``hflip`` (probability 0.5), ``erase_prob``
-    (Random Erasing's probability per image, 0 = off), then, when an
-    alpha is positive, mixup and/or cutmix applied to a batch with probability ``mix_prob`` (when both are on,
-    cutmix is chosen with probability ``switch_prob``).
+    (Random Erasing's probability per image, 0 = off), then, when an alpha is positive, mixup and/or cutmix
+    applied to a batch with probability ``mix_prob`` (when both are on, cutmix is chosen with probability
+    ``switch_prob``).
 
     Called on uint8 images, it returns normalised float32 images and targets: int64 labels (N,) when no mixing
     is configured, else float32 soft targets (N, K) for every batch (one-hot rows when a batch is not mixed).

@@ -103,7 +103,7 @@ class TrainConfig:
             (0 <= self.drop_path < 1, "drop_path must be in [0, 1)"),
             (self.clip_grad >= 0, "clip_grad must be >= 0"),
             (0 <= self.ema_decay < 1, "ema_decay must be in [0, 1)"),
-            (0 <= self.random_erasing <= 1, "random_erasing must be in [0, 1]"),
+            (0 <= self.random_erasing <= 1, f"random_erasing must be in [0, 1], got {self.random_erasing}"),
             (self.train_subset >= 0 and self.test_subset >= 0, "subset sizes must be >= 0"),
             (self.val_split >= 0, "val_split must be >= 0"),
             (self.checkpoint_every >= 0, "checkpoint_every must be >= 0"),
@@ -127,7 +127,7 @@ class TrainConfig:
 
 
 # Settings added after checkpoints were written, with the value that reproduces those runs: no validation split,
-# and warmup_epochs uncapped.
+# warmup_epochs uncapped, no random erasing.
 _ADDED_SINCE: dict[str, Any] = {"val_split": 0, "warmup_fraction": 1.0, "random_erasing": 0.0}
 
 

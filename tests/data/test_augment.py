@@ -122,7 +122,8 @@ def test_random_erase_boxes_follow_the_paper() -> None:
     rows, cols = changed.any(axis=3)[:, 0], changed.any(axis=2)[:, 0]
     box = rows.sum(axis=1) * cols.sum(axis=1)
     assert (box[erased] / 784).min() > 0.01 and (box[erased] / 784).max() < 0.45
-    assert abs((box[erased] / 784).mean() - 0.21) < 0.02  # E[s] = 0.21 when every box fits at the first draw
+    # E[s] = 0.21 at the first draw; redrawing the boxes that do not fit (tall or wide ones) lowers it slightly
+    assert abs((box[erased] / 784).mean() - 0.21) < 0.02
     fill = out[changed]
     assert abs(fill.mean() - 127.5) < 2 and fill.min() == 0 and fill.max() == 255
 
