@@ -5,13 +5,12 @@ Why NHWC: the channel axis is innermost, so every kernel tap is a contiguous mul
 vectorises whatever the image size (Conv2Former's maps at 32x32 input are 8x8 down to 1x1: a loop along W
 would have 8 lanes at most).
 
-Two forms of each kernel, chosen by the map width (:func:`correlate`, :func:`weight_grad_partials`):
-register-blocked kernels compiled per kernel size for maps at least WIDE pixels wide, and row kernels for
-narrower ones, which apply one tap at a time to the whole run of output pixels whose source pixel is inside
-the image (one long vectorisable loop; taps on the padding are never visited: at 2x2 with k = 11 only 9 of the
-121 taps touch the image). Both correlations add the same products in the same order (the blocked kernel also
-adds some exact zeros from the padding, which change no sum but the sign of a zero result): their results are
-the same bits. The two weight gradients sum in different (fixed) orders (tests/kernels/test_depthwise_kernels.py).
+The correlation (the forward, and the input gradient with flipped weights) is one row kernel for every map: it
+applies one tap at a time to the whole run of output pixels whose source pixel is inside the image (one long
+vectorisable loop; taps on the padding are never visited: at 2x2 with k = 11 only 9 of the 121 taps touch the
+image). The weight gradient has two forms, chosen by the map width (:func:`weight_grad_partials`): a
+register-blocked kernel compiled per kernel size for maps at least WIDE pixels wide, and the row form for
+narrower ones. The two weight gradients sum in different (fixed) orders (tests/kernels/test_depthwise_kernels.py).
 
     forward   out[n, y, x, c] = b[c] + sum_{i,j} w[i, j, c] * x[n, y + i - p, x + j - p, c]
     input     dx[n, y, x, c]  = sum_{i,j} w[i, j, c] * dout[n, y - i + p, x - j + p, c]   (the same loop, flipped w)
@@ -35,20 +34,16 @@ from .pool import parallel_kernel
 # fastmath: only 'contract' (fused multiply-add); no reassociation, so every sum has a fixed order.
 _FLAGS = {"contract"}
 WEIGHT_GRAD_BLOCKS = 16  # images are split into this many fixed blocks for the weight gradient
-# Register blocking: XB output pixels x JB kernel taps per pass. The loops over the block are fixed-length, so LLVM
-# unrolls them and vectorises the channel loop inside: one load and one store of each of the XB accumulators per
-# JB taps, and each source pixel loaded once for the XB outputs that read it (19 loads/stores per 16 vector FMAs,
-# against 4 per FMA for a tap at a time). That pays where the vector units are wide (AVX-512) and the maps wide
-# enough to fill the blocks; WIDE below says where the row kernels win instead.
+# The blocked weight gradient: XB pixels x JB kernel taps per pass. The loops over the block are fixed-length, so
+# LLVM unrolls them and vectorises the channel loop inside, and each source pixel is loaded once for the XB pixels
+# that read it.
 XB, JB = 4, 4
-# Maps at least this wide take the register-blocked kernels, narrower ones the row kernels. Measured at 1 thread
-# on an AVX2-only Zen 3, where LLVM leaves most of the blocked kernels' short channel loops scalar: the row kernels
-# were 1.3-2.0x (forward) and 1.9-3.6x (weight gradient) faster on 14-32 wide maps at k = 7, 1.7-2.6x at 64 wide,
-# level at k = 11 on 56 wide maps. The blocked kernels keep the wide (ImageNet) maps all the same: on an AVX-512
-# machine they were measured at 40-51 GFLOP/s there, and the row kernels have not been measured on one
-# (docs/performance.md).
+# Maps at least this wide take the blocked weight gradient, narrower ones the row form. Measured at 1 thread on an
+# AVX2-only Zen 3: the row form was 1.9-3.6x faster on 14-32 wide maps at k = 7. On a Zen 5 (AVX-512), at 48-112
+# wide, the row form was 0.9-4.0x the blocked one (docs/performance.md, "The depthwise forward").
+# A blocked forward of the same design was removed on 2026-12-06: on the Zen 3 it was at best level with the row
+# kernel, on the Zen 5 the row kernel ran 1.4-4.6x faster on 48-112 wide maps (CHANGELOG.md).
 WIDE = 48
-ROW_TASKS = 64  # the forward's output rows are split into this many parallel tasks (any split gives the same bits)
 
 
 @njit(fastmath=_FLAGS, cache=True)
@@ -58,26 +53,6 @@ def _pad_row(row: np.ndarray, s: np.ndarray, offset: int) -> None:  # pragma: no
         sx, rx = s[x + offset], row[x]
         for ch in range(rx.shape[0]):
             sx[ch] = rx[ch]
-
-
-@njit(fastmath=_FLAGS, cache=True, inline="always")
-def _taps_into_block(
-    o: np.ndarray, s: np.ndarray, wi: np.ndarray, x: int, j0: int, nj: int
-) -> None:  # pragma: no cover
-    """o[x + q] += sum over jj < nj of wi[j0 + jj] * s[x + q + j0 + jj], for the XB = 4 outputs q, taps in order.
-
-    Inlined where it is called with nj a compile-time constant, so the tap loop unrolls and the 4 accumulators
-    stay in registers."""
-    for ch in range(o.shape[1]):
-        a0, a1, a2, a3 = o[x, ch], o[x + 1, ch], o[x + 2, ch], o[x + 3, ch]
-        for jj in range(nj):
-            j = j0 + jj
-            wj = wi[j, ch]
-            a0 += wj * s[x + j, ch]
-            a1 += wj * s[x + j + 1, ch]
-            a2 += wj * s[x + j + 2, ch]
-            a3 += wj * s[x + j + 3, ch]
-        o[x, ch], o[x + 1, ch], o[x + 2, ch], o[x + 3, ch] = a0, a1, a2, a3
 
 
 @njit(fastmath=_FLAGS, cache=True, inline="always")
@@ -97,61 +72,18 @@ def _taps_from_block(
             ai[j, ch] = a
 
 
-def _make_correlate(k: int) -> Callable[..., None]:
-    """The kernel below for one kernel size k: a compile-time constant, so LLVM unrolls the tap blocks and keeps
-    the accumulators in registers (1.6-2.9x a kernel with k as an argument). Each k compiles once (cached)."""
-    k_main, k_rest = k - k % JB, k % JB
-
-    @parallel_kernel(fastmath=_FLAGS)
-    def correlate_k(src: np.ndarray, w: np.ndarray, out: np.ndarray, offset: int) -> None:  # pragma: no cover
-        """out[n, y, x, :] += sum_{i,j} w[i, j, :] * src[n, y + i - offset, x + j - offset, :] (zero outside src).
-
-        Output rows in ROW_TASKS parallel tasks. Each source row an output row reads is first copied into a
-        zero-padded scratch row s, so s[x + j] is the tap (i, j) of output x with no bounds tests; the taps are then
-        applied in (i, j) order, which is also the order of the sums (the same result, bit for bit, as one tap at a
-        time). On small maps a block of taps that reads only padding for all XB outputs is skipped.
-        """
-        n_img, hs, ws, c = src.shape
-        _, ho, wo, _ = out.shape
-        rows = n_img * ho
-        tasks = min(rows, ROW_TASKS)
-        for task in prange(tasks):
-            s = np.zeros((wo + k - 1 + XB, c), dtype=src.dtype)  # one scratch row per task, not per row
-            for t in range(task * rows // tasks, (task + 1) * rows // tasks):
-                n = t // ho
-                y = t - n * ho
-                o = out[n, y]
-                for i in range(max(0, offset - y), min(k, hs + offset - y)):
-                    _pad_row(src[n, y + i - offset], s, offset)
-                    wi = w[i]
-                    x = 0
-                    while x + XB <= wo:
-                        for jb in range(0, k_main, JB):
-                            if x + jb + XB + JB - 2 < offset or x + jb >= offset + ws:
-                                continue  # every tap of the block reads padding
-                            _taps_into_block(o, s, wi, x, jb, JB)
-                        _taps_into_block(o, s, wi, x, k_main, k_rest)  # the last k % JB taps
-                        x += XB
-                    for xr in range(x, wo):  # the last wo % XB outputs
-                        ox = o[xr]
-                        for j in range(k):
-                            wj, sx = wi[j], s[xr + j]
-                            for ch in range(c):
-                                ox[ch] += wj[ch] * sx[ch]
-                    # the next row's copy overwrites only the image columns: the padding columns stay zero
-
-    return correlate_k
-
-
 def _make_weight_grad(k: int) -> Callable[..., np.ndarray]:
-    """The kernel below for one kernel size k (as :func:`_make_correlate`)."""
+    """The kernel below for one kernel size k: a compile-time constant, so LLVM unrolls the tap blocks and keeps
+    the accumulators in registers. Each k compiles once (cached)."""
     k_main, k_rest = k - k % JB, k % JB
 
     @parallel_kernel(fastmath=_FLAGS)
     def weight_grad_k(dout: np.ndarray, src: np.ndarray, offset: int, blocks: int) -> np.ndarray:  # pragma: no cover
         """partials[b, i, j, c] = sum over the images of block b of dout[n, y, x, c] * src[n, y+i-off, x+j-off, c].
 
-        The same scratch rows and XB x JB blocking as ``correlate``; each partial sums in (n, y, x) order.
+        Each source row an image row reads is first copied into a zero-padded scratch row s, so s[x + j] is the
+        tap (i, j) of pixel x with no bounds tests; XB pixels x JB taps per block. Each partial sums in (n, y, x)
+        order.
         """
         n_img, ho, wo, c = dout.shape
         _, hs, ws, _ = src.shape
@@ -217,9 +149,8 @@ def _multiply_add(acc: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:  # pra
 def _correlate_rows(src: np.ndarray, w: np.ndarray, out: np.ndarray, offset: int) -> None:  # pragma: no cover - jit
     """``correlate`` a tap at a time over whole rows: for tap (i, j), the output pixels whose source pixel is
     inside the image form one contiguous run of (pixels x C) values, updated in one flat loop against the tiled
-    weights. Taps on padding are never visited, and each output adds its taps in (i, j) order, as the blocked
-    kernel does: the same bits. (One long loop vectorises on AVX2; the blocked kernel's per-pixel channel loops
-    mostly stay scalar there.)"""
+    weights. Taps on padding are never visited, and each output adds its taps in (i, j) order. One output row per
+    parallel task, so any thread count gives the same bits."""
     n_img, hs, ws, c = src.shape
     _, ho, wo, _ = out.shape
     k = w.shape[0]
@@ -270,24 +201,21 @@ def _weight_grad_rows(
 
 
 @functools.cache
-def _kernels(k: int) -> tuple[Callable[..., None], Callable[..., np.ndarray]]:
-    return _make_correlate(k), _make_weight_grad(k)
+def _blocked_weight_grad(k: int) -> Callable[..., np.ndarray]:
+    return _make_weight_grad(k)
 
 
 def correlate(src: np.ndarray, w: np.ndarray, out: np.ndarray, offset: int) -> None:
     """out[n, y, x, :] += sum_{i,j} w[i, j, :] * src[n, y + i - offset, x + j - offset, :] (zero outside src);
     src (N, Hs, Ws, C), w (k, k, C), out (N, Ho, Wo, C)."""
-    if out.shape[2] >= WIDE:
-        _kernels(w.shape[0])[0](src, w, out, offset)
-    else:
-        _correlate_rows(src, w, out, offset)
+    _correlate_rows(src, w, out, offset)
 
 
 def weight_grad_partials(dout: np.ndarray, src: np.ndarray, k: int, offset: int, blocks: int) -> np.ndarray:
     """(blocks, k, k, C): partials[b, i, j, c] = sum over the images of block b of
     dout[n, y, x, c] * src[n, y + i - offset, x + j - offset, c]."""
     if dout.shape[2] >= WIDE:
-        return _kernels(k)[1](dout, src, offset, blocks)
+        return _blocked_weight_grad(k)(dout, src, offset, blocks)
     return _weight_grad_rows(dout, src, k, offset, blocks)
 
 

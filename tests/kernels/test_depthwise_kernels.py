@@ -1,16 +1,16 @@
-"""The two forms of the depthwise kernels (c2f_numpy.kernels.depthwise): register-blocked and row kernels.
+"""The depthwise kernels (c2f_numpy.kernels.depthwise): the row correlation and the two weight gradients.
 
-The op tests (tests/ops/cases.py, run through the fast copy in test_nhwc.py) draw small maps, which take the
-row kernels. Here both forms run on the same 8-40 pixel wide maps, with every remainder of the blocked kernels
-(width mod 4, k mod 4, channels not a multiple of the vector width) and the padding offsets of both the
-forward (k // 2) and the input gradient (k - 1 - k // 2, flipped weights). The two correlations add the same
-products in the same order, so they must agree bit for bit; the two weight gradients sum in different orders
-and are each checked against the teaching copy's float64 weight gradient. The convolution as a whole is
-checked against the teaching copy on maps on both sides of depthwise.WIDE.
+The op tests (tests/ops/cases.py, run through the fast copy in test_nhwc.py) draw small maps. Here both weight
+gradients (register-blocked and row form) run on the same 16-40 pixel wide maps, with every remainder of the
+blocked kernel (width mod 4, k mod 4, channels not a multiple of the vector width); they sum in different
+orders and are each checked against the teaching copy's float64 weight gradient. The convolution as a whole is
+checked against the teaching copy on maps on both sides of depthwise.WIDE, and the correlation's sums are
+checked to be independent of the thread count.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -20,33 +20,8 @@ from c2f_numpy import ops
 from c2f_numpy.kernels import depthwise, nhwc
 from c2f_numpy.testing import assert_close
 
-KERNEL_SIZES = (3, 7, 11, 21)  # each size compiles its own blocked kernels: the model's sizes only
+KERNEL_SIZES = (3, 7, 11, 21)  # each size compiles its own blocked weight gradient: the model's sizes only
 DTYPES = st.sampled_from([np.float32, np.float64])
-
-
-@settings(max_examples=40, deadline=None)
-@given(
-    n=st.integers(1, 3),
-    c=st.integers(1, 37),
-    h=st.integers(1, 12),
-    w=st.integers(2 * depthwise.XB, 40),
-    k=st.sampled_from(KERNEL_SIZES),
-    flipped=st.booleans(),
-    dtype=DTYPES,
-    seed=st.integers(0, 2**16),
-)
-def test_blocked_correlation_equals_row_kernel_bitwise(
-    n: int, c: int, h: int, w: int, k: int, flipped: bool, dtype: type, seed: int
-) -> None:
-    rng = np.random.default_rng(seed)
-    src = rng.standard_normal((n, h, w, c)).astype(dtype)
-    wt = rng.standard_normal((k, k, c)).astype(dtype)
-    offset = k - 1 - k // 2 if flipped else k // 2  # the input gradient's padding, or the forward's
-    start = rng.standard_normal((n, h, w, c)).astype(dtype)  # correlate adds to what out holds
-    blocked, rows = start.copy(), start.copy()
-    depthwise._kernels(k)[0](src, wt, blocked, offset)
-    depthwise._correlate_rows(src, wt, rows, offset)
-    assert np.array_equal(blocked, rows)
 
 
 def _teaching_weight_grad(src: np.ndarray, dout: np.ndarray, k: int) -> np.ndarray:
@@ -80,7 +55,7 @@ def test_both_weight_gradients_match_a_float64_sum(
     expected = np.stack([_teaching_weight_grad(src[b * n // blocks : (b + 1) * n // blocks],
                                                dout[b * n // blocks : (b + 1) * n // blocks], k)
                          for b in range(blocks)])  # fmt: skip
-    blocked = depthwise._kernels(k)[1](dout, src, p, blocks)
+    blocked = depthwise._blocked_weight_grad(k)(dout, src, p, blocks)
     rows = depthwise._weight_grad_rows(dout, src, k, p, blocks)
     assert blocked.shape == rows.shape == (blocks, k, k, c)
     assert blocked.dtype == rows.dtype == dtype
@@ -90,7 +65,7 @@ def test_both_weight_gradients_match_a_float64_sum(
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("k", KERNEL_SIZES)
-@pytest.mark.parametrize("width", [9, 31, depthwise.WIDE + 3], ids=lambda w: f"w{w}")  # row kernels; blocked
+@pytest.mark.parametrize("width", [9, 31, depthwise.WIDE + 3], ids=lambda w: f"w{w}")  # row weight grad; blocked
 def test_wide_depthwise_conv_matches_teaching_copy(k: int, width: int, dtype: type) -> None:
     rng = np.random.default_rng(k * 100 + width)
     n, c, h = 2, 19, 6
@@ -110,7 +85,7 @@ def test_wide_depthwise_conv_matches_teaching_copy(k: int, width: int, dtype: ty
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
-@pytest.mark.parametrize("width", [9, depthwise.WIDE + 3], ids=lambda w: f"w{w}")  # row kernels; blocked
+@pytest.mark.parametrize("width", [9, depthwise.WIDE + 3], ids=lambda w: f"w{w}")  # row weight grad; blocked
 def test_backward_onto_a_residual_adds_it_to_dx(width: int, dtype: type) -> None:
     """dx_base (the pos residual's identity path) is added into dx by the correlation's own pass; the weight and
     bias gradients do not change."""
@@ -127,3 +102,22 @@ def test_backward_onto_a_residual_adds_it_to_dx(width: int, dtype: type) -> None
     assert np.array_equal(base, kept)  # the caller's gradient is not written to
     with pytest.raises(ValueError, match="dx_base must be"):
         depthwise.depthwise_backward(d, x, w, 1, True, dx_base=base[:, :, :-1])
+
+
+@pytest.mark.parametrize("offset", [5, 0, 10], ids=["forward", "left", "right"])
+def test_correlation_bits_do_not_depend_on_the_thread_count(offset: int) -> None:
+    """Each output row is one task that adds its taps in (i, j) order: 1 thread and the whole pool agree bit for
+    bit, on a wide map (56 x 56, the 224 input's first stage) and with the padding on one side only."""
+    rng = np.random.default_rng(offset)
+    src = rng.standard_normal((2, 56, 56, 24)).astype(np.float32)
+    wt = rng.standard_normal((11, 11, 24)).astype(np.float32)
+    start = rng.standard_normal(src.shape).astype(np.float32)
+    whole, one = start.copy(), start.copy()
+    depthwise.correlate(src, wt, whole, offset)
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        depthwise.correlate(src, wt, one, offset)
+    finally:
+        numba.set_num_threads(threads)
+    assert np.array_equal(whole, one)
