@@ -383,7 +383,8 @@ def test_torch_trainer_takes_the_same_recipes_and_splits() -> None:
     assert {k: getattr(args, k) for k in same} == {k: getattr(d, k) for k in same}
     assert args.no_hflip is (not d.hflip) and args.opt == d.optimizer
     args = train_torch.parse_args(["--recipe", "fashion_mnist_60min", "--lr", "1e-3"])
-    assert (args.epochs, args.crop_padding, args.lr) == (22, 1, 1e-3)  # the recipe, then the flag given
+    recipe = (args.model, args.epochs, args.crop_padding, args.random_erasing, args.lr)
+    assert recipe == ("mini", 26, 1, 0.5, 1e-3)  # the recipe, then the flag given
 
 
 def test_curves_of_a_one_epoch_run_are_per_step(tmp_path: Path) -> None:
