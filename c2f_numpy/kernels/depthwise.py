@@ -40,9 +40,8 @@ WEIGHT_GRAD_BLOCKS = 16  # images are split into this many fixed blocks for the 
 XB, JB = 4, 4
 # Maps at least this wide take the blocked weight gradient, narrower ones the row form. Measured at 1 thread on an
 # AVX2-only Zen 3: the row form was 1.9-3.6x faster on 14-32 wide maps at k = 7. On a Zen 5 (AVX-512), at 48-112
-# wide, the row form was 0.9-4.0x the blocked one (docs/performance.md, "The depthwise forward").
-# A blocked forward of the same design was removed on 2026-12-06: on the Zen 3 it was at best level with the row
-# kernel, on the Zen 5 the row kernel ran 1.4-4.6x faster on 48-112 wide maps (CHANGELOG.md).
+# wide, the row form was 0.75-1.7x the blocked one, slower at 48x48 with 96 channels (docs/performance.md, "The
+# depthwise forward"). The forward has no blocked form: the row kernel was level with it or faster on both CPUs.
 WIDE = 48
 
 
@@ -72,7 +71,8 @@ def _taps_from_block(
             ai[j, ch] = a
 
 
-def _make_weight_grad(k: int) -> Callable[..., np.ndarray]:
+@functools.cache
+def _blocked_weight_grad(k: int) -> Callable[..., np.ndarray]:
     """The kernel below for one kernel size k: a compile-time constant, so LLVM unrolls the tap blocks and keeps
     the accumulators in registers. Each k compiles once (cached)."""
     k_main, k_rest = k - k % JB, k % JB
@@ -198,11 +198,6 @@ def _weight_grad_rows(
                     for ch in range(c):
                         acc[i, j, ch] += lanes[i, j, x * c + ch]
     return partials
-
-
-@functools.cache
-def _blocked_weight_grad(k: int) -> Callable[..., np.ndarray]:
-    return _make_weight_grad(k)
 
 
 def correlate(src: np.ndarray, w: np.ndarray, out: np.ndarray, offset: int) -> None:
