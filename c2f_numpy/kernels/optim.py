@@ -9,9 +9,9 @@ from numba import njit, prange
 
 from .pool import parallel_kernel
 
-# Below this many elements one thread does the update: waking the pool costs more than it saves. Most of a
+# Below this many elements one thread does the update: a parallel launch costs more than it saves. Most of a
 # Conv2Former's ~140 parameter arrays are biases and norm scales of 32-512 elements, so a parallel loop on every
-# array would pay the wake-up ~140 times a step for almost no work.
+# array would pay a launch ~140 times a step for almost no work.
 PARALLEL_MIN = 1 << 15
 
 

@@ -7,6 +7,7 @@ These are structural checks, not timings: the speed they protect is measured by 
 from __future__ import annotations
 
 import ast
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -43,13 +44,44 @@ def _threading_in_child(before: str, env: dict[str, str] | None = None) -> dict:
 
 
 @pytest.mark.parametrize("before", ["", "import torch; torch.ones(4).sum()"], ids=["c2f_first", "torch_first"])
-def test_the_workqueue_pool_runs_in_any_import_order(before: str) -> None:
-    """torch ships its own OpenMP runtime; Numba's workqueue layer must be the one in use whichever came first,
-    with SciPy's BLAS (the one the pool's GEMM blocks call) held at one thread."""
+def test_the_chosen_pool_runs_in_any_import_order(before: str) -> None:
+    """torch ships its own OpenMP runtime; the fast copy's layer must be the one in use whichever came first, with
+    SciPy's BLAS (the one the pool's GEMM blocks call) held at one thread."""
     info = _threading_in_child(before)
-    assert info["numba_threading_layer"] == pool.PREFERRED_LAYER
+    assert info["numba_threading_layer"] == pool.preferred_layer()
     scipy_blas = [b for b in info["blas"] if "scipy" in Path(b["filepath"]).parent.name]
     assert scipy_blas and all(b["num_threads"] == 1 for b in scipy_blas), info["blas"]
+
+
+def _tbb_wheel_installed() -> bool:
+    try:
+        importlib.metadata.distribution("tbb")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _tbb_wheel_installed(), reason="the tbb wheel is a dependency only on Linux x86-64")
+def test_the_tbb_wheel_gives_the_tbb_layer() -> None:
+    """Where pip installed the tbb wheel (a dependency on Linux x86-64), its runtime is found although it lies
+    outside the loader's path, and the fast copy runs on it."""
+    assert pool.preferred_layer() == "tbb"
+    assert _threading_in_child("")["numba_threading_layer"] == "tbb"
+
+
+_NO_TBB = """
+import importlib.abc, importlib.metadata, sys
+class NoTbb(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "numba.np.ufunc.tbbpool":
+            raise ImportError("tbb hidden by the test")
+sys.meta_path.insert(0, NoTbb())
+"""
+
+
+def test_without_tbb_the_workqueue_layer_runs() -> None:
+    """Where TBB cannot load (no wheel for the platform, too old a runtime), the fallback is Numba's own layer."""
+    assert _threading_in_child(_NO_TBB)["numba_threading_layer"] == "workqueue"
 
 
 def test_the_users_threading_layer_wins() -> None:
@@ -60,7 +92,7 @@ def test_the_users_threading_layer_wins() -> None:
 def test_this_process_runs_the_chosen_layer() -> None:
     """The test suite itself imports torch before c2f_numpy (conftest, the torch cross-checks)."""
     nhwc.gelu_forward(np.ones((2, 2, 2, 4), np.float32))
-    expected = os.environ.get("NUMBA_THREADING_LAYER") or pool.PREFERRED_LAYER
+    expected = os.environ.get("NUMBA_THREADING_LAYER") or pool.preferred_layer()
     assert numba.threading_layer() == expected
 
 
@@ -162,8 +194,10 @@ def test_a_training_step_does_not_depend_on_the_thread_count() -> None:
     assert [k for k in many if not np.array_equal(many[k], one[k])] == []
 
 
-def test_kernels_can_be_called_from_several_python_threads() -> None:
-    """The workqueue layer aborts the process on concurrent launches; the launch lock serialises them."""
+@pytest.mark.parametrize("layer", ["", "workqueue"], ids=["chosen", "workqueue"])
+def test_kernels_can_be_called_from_several_python_threads(layer: str) -> None:
+    """The workqueue layer aborts the process on concurrent launches; the launch lock serialises them (whichever
+    layer runs: the test runs on the chosen one and on workqueue)."""
     script = """
 import threading, numpy as np
 from c2f_numpy.kernels import nhwc
@@ -180,7 +214,8 @@ threads = [threading.Thread(target=work) for _ in range(4)]
 [t.start() for t in threads]; [t.join() for t in threads]
 print("ok" if not errors else errors)
 """
-    env = os.environ | {"PYTHONPATH": str(ROOT)}
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"} | {"PYTHONPATH": str(ROOT)}
+    env |= {"NUMBA_THREADING_LAYER": layer} if layer else {}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600,
                           check=False)  # fmt: skip
     assert done.returncode == 0 and done.stdout.strip() == "ok", (done.returncode, done.stderr[-2000:])
