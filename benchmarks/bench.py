@@ -496,8 +496,9 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     blas = ", ".join(f"{Path(str(b['filepath'])).name} {b['architecture']}" for b in threading_info()["blas"])  # type: ignore[attr-defined]
-    print(f"threads: {args.threads}, torch {torch.__version__}, c2f_numpy {c2f_numpy.__version__}, BLAS: {blas}",
-          flush=True)  # fmt: skip
+    layer = threading_info()["numba_threading_layer_config"]
+    print(f"threads: {args.threads}, torch {torch.__version__}, c2f_numpy {c2f_numpy.__version__}, Numba layer "
+          f"{layer}, BLAS: {blas}", flush=True)  # fmt: skip
     if args.profile:
         _write_json(args.json, {"machine": _machine(), "profile": [profile(*config) for config in PROFILES]})
         return
@@ -527,6 +528,7 @@ def _machine() -> dict:
         "flags": "",
         "loadavg": Path("/proc/loadavg").read_text().split()[:3],
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),  # if set, it forces OpenBLAS's kernels
+        "numba_threading_layer": _threading_layer(),
     }
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
@@ -541,6 +543,12 @@ def _machine() -> dict:
     cpu = Path("/proc/stat").read_text().splitlines()[0].split()
     info["steal_fraction"] = int(cpu[8]) / max(1, sum(int(v) for v in cpu[1:]))
     return info
+
+
+def _threading_layer() -> str | None:
+    """The Numba layer the fast copy runs on (kernels/pool.py), if c2f_numpy's kernels are loaded here."""
+    pool = sys.modules.get("c2f_numpy.kernels.pool")
+    return None if pool is None else str(pool.threading_info()["numba_threading_layer_config"])
 
 
 def _print_machine() -> None:

@@ -146,19 +146,25 @@ def _multiply_add(acc: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:  # pra
 
 
 @parallel_kernel(fastmath=_FLAGS)
-def _correlate_rows(src: np.ndarray, w: np.ndarray, out: np.ndarray, offset: int) -> None:  # pragma: no cover - jit
-    """``correlate`` a tap at a time over whole rows: for tap (i, j), the output pixels whose source pixel is
-    inside the image form one contiguous run of (pixels x C) values, updated in one flat loop against the tiled
-    weights. Taps on padding are never visited, and each output adds its taps in (i, j) order. One output row per
-    parallel task, so any thread count gives the same bits."""
+def _correlate_rows(src: np.ndarray, w: np.ndarray, out: np.ndarray, offset: int, bias: np.ndarray,
+                    base: np.ndarray, from_base: bool) -> None:  # pragma: no cover - jit  # fmt: skip
+    """``correlate`` a tap at a time over whole rows: each output row starts as ``base``'s row (``from_base``) or
+    as ``bias`` at every pixel; then for tap (i, j), the output pixels whose source pixel is inside the image form
+    one contiguous run of (pixels x C) values, updated in one flat loop against the tiled weights. Taps on padding
+    are never visited, and each output adds its taps in (i, j) order. One output row per parallel task, so any
+    thread count gives the same bits."""
     n_img, hs, ws, c = src.shape
     _, ho, wo, _ = out.shape
     k = w.shape[0]
     wt = _tile_taps(w, wo)
+    bias_row = _tile_taps(bias.reshape(1, 1, c), wo)[0, 0]
     for t in prange(n_img * ho):
         n = t // ho
         y = t - n * ho
         o = out[n, y].reshape(wo * c)
+        start = base[n, y].reshape(wo * c) if from_base else bias_row
+        for q in range(wo * c):  # the row's start written here, by its task: no separate pass over out
+            o[q] = start[q]
         for i in range(max(0, offset - y), min(k, hs + offset - y)):
             row = src[n, y + i - offset].reshape(ws * c)
             for j in range(k):
@@ -200,10 +206,19 @@ def _weight_grad_rows(
     return partials
 
 
-def correlate(src: np.ndarray, w: np.ndarray, out: np.ndarray, offset: int) -> None:
-    """out[n, y, x, :] += sum_{i,j} w[i, j, :] * src[n, y + i - offset, x + j - offset, :] (zero outside src);
-    src (N, Hs, Ws, C), w (k, k, C), out (N, Ho, Wo, C)."""
-    _correlate_rows(src, w, out, offset)
+def correlate(src: np.ndarray, w: np.ndarray, out: np.ndarray, offset: int, start: np.ndarray | None = None) -> None:
+    """out[n, y, x, :] = start + sum_{i,j} w[i, j, :] * src[n, y + i - offset, x + j - offset, :] (zero outside
+    src), the taps added in (i, j) order; src (N, Hs, Ws, C), w (k, k, C), out (N, Ho, Wo, C) (every value is
+    written). ``start``: None (zeros), a (C,) vector (the bias), or an array of out's shape and dtype."""
+    c = out.shape[-1]
+    if start is None or start.ndim == 1:
+        bias = np.zeros(c, out.dtype) if start is None else np.ascontiguousarray(start, dtype=out.dtype)
+        _correlate_rows(src, w, out, offset, bias, out, False)  # out stands in for the unused base
+    else:
+        if start.shape != out.shape or start.dtype != out.dtype:
+            raise ValueError(f"correlate: start must be {out.shape} {out.dtype} like out, got "
+                             f"{start.shape} {start.dtype}")  # fmt: skip
+        _correlate_rows(src, w, out, offset, np.zeros(c, out.dtype), np.ascontiguousarray(start), True)
 
 
 def weight_grad_partials(dout: np.ndarray, src: np.ndarray, k: int, offset: int, blocks: int) -> np.ndarray:
@@ -219,8 +234,7 @@ def depthwise_forward(x: np.ndarray, w_kkc: np.ndarray, b: np.ndarray | None, pa
     n, h, wd, c = x.shape
     k = w_kkc.shape[0]
     out = np.empty((n, h + 2 * padding - k + 1, wd + 2 * padding - k + 1, c), dtype=x.dtype)
-    out[...] = b if b is not None else 0
-    correlate(x, w_kkc, out, padding)
+    correlate(x, w_kkc, out, padding, b)
     return out
 
 
@@ -235,14 +249,14 @@ def depthwise_backward(
     """(dx (N, H, W, C), dw (k, k, C), db (C,) or None) of ``depthwise_forward``.
 
     With ``dx_base`` (x's shape and dtype) dx is ``dx_base`` + the convolution's input gradient: a residual's
-    identity path added in the same pass (the correlation accumulates into dx; it starts as a copy, not zeros).
+    identity path added in the same pass (each row of dx starts as dx_base's, not zeros).
     """
     k = w_kkc.shape[0]
     if dx_base is not None and (dx_base.shape != x.shape or dx_base.dtype != x.dtype):
         raise ValueError(f"depthwise_backward: dx_base must be {x.shape} {x.dtype} like x, got "
                          f"{dx_base.shape} {dx_base.dtype}")  # fmt: skip
-    dx = np.zeros_like(x) if dx_base is None else np.array(dx_base, order="C", copy=True)
-    correlate(dout, np.ascontiguousarray(w_kkc[::-1, ::-1]), dx, k - 1 - padding)
+    dx = np.empty(x.shape, dtype=x.dtype)
+    correlate(dout, np.ascontiguousarray(w_kkc[::-1, ::-1]), dx, k - 1 - padding, dx_base)
     blocks = min(WEIGHT_GRAD_BLOCKS, x.shape[0])
     dw = weight_grad_partials(dout, x, k, padding, blocks).sum(axis=0)  # fixed block order: deterministic
     db = channel_sums(dout.reshape(-1, dout.shape[-1])) if with_bias else None

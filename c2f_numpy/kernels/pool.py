@@ -102,10 +102,11 @@ def select_threading_layer() -> str:
     """
     if _pool_started():
         return str(numba.threading_layer())
-    if os.environ.get("NUMBA_THREADING_LAYER"):
+    if os.environ.get("NUMBA_THREADING_LAYER") or _config.THREADING_LAYER != "default":
+        if str(_config.THREADING_LAYER).startswith("tbb"):  # the user's tbb may be the wheel's: let Numba find it
+            _tbb_usable()
         return str(_config.THREADING_LAYER)
-    if _config.THREADING_LAYER == "default":  # not set by the user in code either
-        _config.THREADING_LAYER = preferred_layer()
+    _config.THREADING_LAYER = preferred_layer()
     return str(_config.THREADING_LAYER)
 
 

@@ -112,12 +112,32 @@ def test_correlation_bits_do_not_depend_on_the_thread_count(offset: int) -> None
     src = rng.standard_normal((2, 56, 56, 24)).astype(np.float32)
     wt = rng.standard_normal((11, 11, 24)).astype(np.float32)
     start = rng.standard_normal(src.shape).astype(np.float32)
-    whole, one = start.copy(), start.copy()
-    depthwise.correlate(src, wt, whole, offset)
+    whole, one = np.empty_like(start), np.empty_like(start)
+    depthwise.correlate(src, wt, whole, offset, start)
     threads = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
-        depthwise.correlate(src, wt, one, offset)
+        depthwise.correlate(src, wt, one, offset, start)
     finally:
         numba.set_num_threads(threads)
     assert np.array_equal(whole, one)
+
+
+def test_correlation_starts_from_zeros_a_bias_or_a_whole_array() -> None:
+    """Every value of out is written (a NaN-filled out leaves no trace): from zeros, from a per-channel bias, or
+    from an array of out's shape; anything else is refused."""
+    rng = np.random.default_rng(7)
+    src = rng.standard_normal((2, 9, 9, 5)).astype(np.float32)
+    wt = rng.standard_normal((3, 3, 5)).astype(np.float32)
+    bias = rng.standard_normal(5).astype(np.float32)
+    base = rng.standard_normal(src.shape).astype(np.float32)
+    results = {}
+    for name, start in (("zeros", None), ("bias", bias), ("base", base)):
+        out = np.full(src.shape, np.nan, np.float32)
+        depthwise.correlate(src, wt, out, 1, start)
+        results[name] = out
+    assert not np.isnan(results["zeros"]).any()
+    assert_close("bias start", results["bias"], results["zeros"] + bias, scale_floor=1.0)
+    assert_close("array start", results["base"], results["zeros"] + base, scale_floor=1.0)
+    with pytest.raises(ValueError, match="start must be"):
+        depthwise.correlate(src, wt, np.empty_like(src), 1, base[:, :-1])

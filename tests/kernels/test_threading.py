@@ -69,6 +69,13 @@ def test_the_tbb_wheel_gives_the_tbb_layer() -> None:
     assert _threading_in_child("")["numba_threading_layer"] == "tbb"
 
 
+@pytest.mark.skipif(not _tbb_wheel_installed(), reason="the tbb wheel is a dependency only on Linux x86-64")
+def test_the_users_tbb_choice_finds_the_wheel() -> None:
+    """NUMBA_THREADING_LAYER=tbb set by the user: the wheel's runtime is loaded for it too (Numba alone would not
+    find it and would fail at the first kernel)."""
+    assert _threading_in_child("", {"NUMBA_THREADING_LAYER": "tbb"})["numba_threading_layer"] == "tbb"
+
+
 _NO_TBB = """
 import importlib.abc, importlib.metadata, sys
 class NoTbb(importlib.abc.MetaPathFinder):
