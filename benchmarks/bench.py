@@ -496,9 +496,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     blas = ", ".join(f"{Path(str(b['filepath'])).name} {b['architecture']}" for b in threading_info()["blas"])  # type: ignore[attr-defined]
-    layer = threading_info()["numba_threading_layer_config"]
     print(f"threads: {args.threads}, torch {torch.__version__}, c2f_numpy {c2f_numpy.__version__}, Numba layer "
-          f"{layer}, BLAS: {blas}", flush=True)  # fmt: skip
+          f"{_threading_layer()}, BLAS: {blas}", flush=True)  # fmt: skip
     if args.profile:
         _write_json(args.json, {"machine": _machine(), "profile": [profile(*config) for config in PROFILES]})
         return

@@ -211,14 +211,15 @@ def correlate(src: np.ndarray, w: np.ndarray, out: np.ndarray, offset: int, star
     src), the taps added in (i, j) order; src (N, Hs, Ws, C), w (k, k, C), out (N, Ho, Wo, C) (every value is
     written). ``start``: None (zeros), a (C,) vector (the bias), or an array of out's shape and dtype."""
     c = out.shape[-1]
-    if start is None or start.ndim == 1:
-        bias = np.zeros(c, out.dtype) if start is None else np.ascontiguousarray(start, dtype=out.dtype)
-        _correlate_rows(src, w, out, offset, bias, out, False)  # out stands in for the unused base
-    else:
-        if start.shape != out.shape or start.dtype != out.dtype:
-            raise ValueError(f"correlate: start must be {out.shape} {out.dtype} like out, got "
-                             f"{start.shape} {start.dtype}")  # fmt: skip
+    if start is None:
+        _correlate_rows(src, w, out, offset, np.zeros(c, out.dtype), out, False)  # out stands in for the unused base
+    elif start.shape == (c,):
+        _correlate_rows(src, w, out, offset, np.ascontiguousarray(start, dtype=out.dtype), out, False)
+    elif start.shape == out.shape and start.dtype == out.dtype:
         _correlate_rows(src, w, out, offset, np.zeros(c, out.dtype), np.ascontiguousarray(start), True)
+    else:
+        raise ValueError(f"correlate: start must be None, ({c},) or {out.shape} {out.dtype} like out, got "
+                         f"{start.shape} {start.dtype}")  # fmt: skip
 
 
 def weight_grad_partials(dout: np.ndarray, src: np.ndarray, k: int, offset: int, blocks: int) -> np.ndarray:

@@ -141,3 +141,5 @@ def test_correlation_starts_from_zeros_a_bias_or_a_whole_array() -> None:
     assert_close("array start", results["base"], results["zeros"] + base, scale_floor=1.0)
     with pytest.raises(ValueError, match="start must be"):
         depthwise.correlate(src, wt, np.empty_like(src), 1, base[:, :-1])
+    with pytest.raises(ValueError, match="start must be"):
+        depthwise.correlate(src, wt, np.empty_like(src), 1, bias[:-1])  # a bias of the wrong length
