@@ -284,3 +284,44 @@ def mul_flat_backward(dm: np.ndarray, a: np.ndarray, v: np.ndarray, da: np.ndarr
         d = dm[i]
         da[i] = d * v[i]
         dv[i] = d * a[i]
+
+
+# A block's residual add of a branch: layer scale, drop path's per-sample factor and the add in one pass each way.
+# Arrays (N, P, C) (P = H*W pixels), gamma (C,), scale (N,): drop path's m / keep, ones when it is the identity.
+@parallel_kernel()
+def scaled_add_rows(base: Any, y: np.ndarray, gamma: np.ndarray, scale: np.ndarray,
+                    out: np.ndarray) -> None:  # pragma: no cover  # fmt: skip
+    """out[n, p, c] = base[n, p, c] + (gamma[c] * y[n, p, c]) * scale[n]; base None: no add (layer scale alone)."""
+    n, p, c = y.shape
+    for r in prange(n * p):
+        i, j = r // p, r % p
+        s, yr, outr = scale[i], y[i, j], out[i, j]
+        if base is None:
+            for ch in range(c):
+                outr[ch] = (gamma[ch] * yr[ch]) * s
+        else:
+            br = base[i, j]
+            for ch in range(c):
+                outr[ch] = br[ch] + (gamma[ch] * yr[ch]) * s
+
+
+@njit(cache=True)
+def _scaled_sample_backward(dout: np.ndarray, y: np.ndarray, gamma: np.ndarray, s: Any, dy: np.ndarray,
+                            part: np.ndarray) -> None:  # pragma: no cover  # fmt: skip
+    p, c = y.shape
+    for ch in range(c):
+        part[ch] = 0.0
+    for j in range(p):
+        for ch in range(c):
+            d = dout[j, ch] * s
+            dy[j, ch] = gamma[ch] * d
+            part[ch] += d * y[j, ch]
+
+
+@parallel_kernel()
+def scaled_add_rows_backward(dout: np.ndarray, y: np.ndarray, gamma: np.ndarray, scale: np.ndarray, dy: np.ndarray,
+                             partial: np.ndarray) -> None:  # pragma: no cover  # fmt: skip
+    """d = dout * scale[n]: dy = gamma * d, and partial[n, c] = sum_p d * y (float64), dgamma = sum_n partial[n]
+    in sample order (the caller's): a fixed sum at any thread count."""
+    for i in prange(y.shape[0]):
+        _scaled_sample_backward(dout[i], y[i], gamma, scale[i], dy[i], partial[i])

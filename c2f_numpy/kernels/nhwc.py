@@ -41,8 +41,10 @@ from ..ops.checks import (
     layer_scale_args,
     modulate_args,
     pos_residual_args,
+    residual_branch_args,
 )
 from ..ops.norm import BatchNormStats, update_running_stats
+from ..ops.regularize import drop_path_scale
 from .channels import batch_norm_rows, batch_norm_rows_backward, channel_dot_sums, channel_mean_var, channel_sums
 from .dense import col2im_patches, im2col, image_chunks, is_patchify, scatter_add_taps
 from .depthwise import depthwise_backward, depthwise_forward
@@ -59,6 +61,8 @@ from .elementwise import (
     layer_norm_rows_backward,
     mul_flat,
     mul_flat_backward,
+    scaled_add_rows,
+    scaled_add_rows_backward,
 )
 from .gemm import matmul, matmul_tn
 
@@ -363,18 +367,61 @@ def batch_norm2d_backward(dout: np.ndarray, cache: BatchNormCache) -> tuple[np.n
 class LayerScaleCache:
     x: np.ndarray
     gamma: np.ndarray
+    scale: np.ndarray  # (N,): drop path's m / keep per sample; ones for layer scale alone
+
+
+def _rows3(a: np.ndarray) -> np.ndarray:
+    """(N, ..., C) as (N, P, C), C-contiguous (the scaled-add kernels' view)."""
+    return np.ascontiguousarray(a).reshape(a.shape[0], -1, a.shape[-1])
+
+
+def _scaled_add(base: np.ndarray | None, y: np.ndarray, gamma: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    out = np.empty(y.shape, dtype=y.dtype)
+    scaled_add_rows(None if base is None else _rows3(base), _rows3(y), gamma, scale, out.reshape(_rows3(y).shape))
+    return out
+
+
+def _scaled_add_backward(dout: np.ndarray, cache: LayerScaleCache) -> tuple[np.ndarray, np.ndarray]:
+    y3 = _rows3(cache.x)
+    dy = np.empty(cache.x.shape, dtype=cache.x.dtype)
+    partial = np.empty((y3.shape[0], y3.shape[2]), dtype=np.float64)
+    scaled_add_rows_backward(_rows3(dout), y3, cache.gamma, cache.scale, dy.reshape(y3.shape), partial)
+    return dy, partial.sum(axis=0).astype(cache.x.dtype)
 
 
 def layer_scale_forward(x: np.ndarray, gamma: np.ndarray) -> tuple[np.ndarray, LayerScaleCache]:
-    """y = gamma * x with gamma (C,) on the last axis."""
+    """y = gamma * x with gamma (C,) on the last axis (the residual branch's kernel without the add)."""
     x, gamma = layer_scale_args("layer_scale (nhwc)", x, gamma, CHANNELS_LAST)
-    return x * gamma, LayerScaleCache(x, gamma)
+    ones = np.ones(x.shape[0], dtype=x.dtype)
+    return _scaled_add(None, x, gamma, ones), LayerScaleCache(x, gamma, ones)
 
 
 def layer_scale_backward(dout: np.ndarray, cache: LayerScaleCache) -> tuple[np.ndarray, np.ndarray]:
-    c = cache.gamma.shape[0]
     dout = check_grad_out("layer_scale (nhwc)", dout, cache.x.shape, cache.x.dtype)
-    return dout * cache.gamma, channel_dot_sums(dout.reshape(-1, c), cache.x.reshape(-1, c))[0]
+    return _scaled_add_backward(dout, cache)
+
+
+def residual_branch_forward(
+    x: np.ndarray,
+    y: np.ndarray,
+    gamma: np.ndarray,
+    drop_prob: float,
+    *,
+    training: bool,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, LayerScaleCache]:
+    """out = x + drop_path(gamma * y) in one parallel pass (the teaching copy: three). x, y (N, H, W, C)."""
+    x, y, gamma = residual_branch_args("residual_branch (nhwc)", x, y, gamma, CHANNELS_LAST)
+    scale = drop_path_scale("drop_path", y.shape[0], y.dtype, drop_prob, training=training, rng=rng)
+    if scale is None:
+        scale = np.ones(y.shape[0], dtype=y.dtype)
+    return _scaled_add(x, y, gamma, scale), LayerScaleCache(y, gamma, scale)
+
+
+def residual_branch_backward(dout: np.ndarray, cache: LayerScaleCache) -> tuple[np.ndarray, np.ndarray]:
+    """(dy, dgamma) in one parallel pass; the gradient of x is ``dout`` itself."""
+    dout = check_grad_out("residual_branch (nhwc)", dout, cache.x.shape, cache.x.dtype)
+    return _scaled_add_backward(dout, cache)
 
 
 @dataclass(frozen=True)

@@ -157,23 +157,21 @@ class Block(Module):
         self.drop_path_rng = drop_path_rng
         self._cache: Any = None
 
-    def _branch(self, x: np.ndarray, branch: Module, gamma: Parameter) -> tuple[np.ndarray, tuple]:
-        s, ls = self.F.layer_scale_forward(branch(x), gamma.data)
-        out, dp = self.F.drop_path_forward(s, self.drop_path, training=self.training, rng=self.drop_path_rng)
-        return out, (ls, dp)
+    def _residual(self, x: np.ndarray, y: np.ndarray, gamma: Parameter) -> tuple[np.ndarray, Any]:
+        """x + drop_path(gamma * y), one op (layer scale, drop path and the add fused in the fast copy)."""
+        return self.F.residual_branch_forward(x, y, gamma.data, self.drop_path, training=self.training,
+                                              rng=self.drop_path_rng)  # fmt: skip
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        a, c1 = self._branch(x, self.attn, self.layer_scale_1)
-        h = x + a
-        m, c2 = self._branch(h, self.mlp, self.layer_scale_2)
+        h, c1 = self._residual(x, self.attn(x), self.layer_scale_1)
+        out, c2 = self._residual(h, self.mlp(h), self.layer_scale_2)
         self._cache = (c1, c2)
-        return h + m
+        return out
 
-    def _branch_backward(self, dout: np.ndarray, cache: tuple, branch: Module, gamma: Parameter) -> np.ndarray:
-        ls, dp = cache
-        ds, dgamma = self.F.layer_scale_backward(self.F.drop_path_backward(dout, dp), ls)
+    def _branch_backward(self, dout: np.ndarray, cache: Any, branch: Module, gamma: Parameter) -> np.ndarray:
+        dy, dgamma = self.F.residual_branch_backward(dout, cache)
         gamma.accumulate(dgamma)
-        return branch.backward(ds)
+        return branch.backward(dy)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         c1, c2 = self._need_cache(self._cache)

@@ -30,7 +30,14 @@ from .norm import (
     layer_norm_forward,
 )
 from .pool import global_avg_pool_backward, global_avg_pool_forward
-from .regularize import drop_path_backward, drop_path_forward, layer_scale_backward, layer_scale_forward
+from .regularize import (
+    drop_path_backward,
+    drop_path_forward,
+    layer_scale_backward,
+    layer_scale_forward,
+    residual_branch_backward,
+    residual_branch_forward,
+)
 
 # The layout of the activations every op here takes: composites read it to find the channel axis.
 CHANNEL_AXIS = 1
@@ -75,4 +82,6 @@ __all__ = [
     "modulate_forward",
     "pos_residual_backward",
     "pos_residual_forward",
+    "residual_branch_backward",
+    "residual_branch_forward",
 ]

@@ -422,6 +422,15 @@ def layer_scale_args(op: str, x: object, gamma: object, layout: Layout) -> tuple
     return x, check_param(op, "gamma", gamma, (x.shape[layout.channel_axis],), x.dtype, "(C,)")
 
 
+def residual_branch_args(
+    op: str, x: object, y: object, gamma: object, layout: Layout
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate out = x + drop_path(gamma * y): y like x (rank >= 2), gamma (C,) on the layout's channel axis."""
+    x = check_min_rank(op, "x", x, 2, layout.any_rank)
+    y = check_param(op, "y", y, x.shape, x.dtype, "(like x)")
+    return x, y, check_param(op, "gamma", gamma, (x.shape[layout.channel_axis],), x.dtype, "(C,)")
+
+
 def modulate_args(op: str, a: object, v: object) -> tuple[np.ndarray, np.ndarray]:
     """Validate m = a * v: two arrays of one shape and dtype (any layout)."""
     a = check_array(op, "a", a)

@@ -1,8 +1,11 @@
-"""Layer scale and drop path (stochastic depth), the two per-branch factors of a Conv2Former block.
+"""Layer scale and drop path (stochastic depth), the two per-branch factors of a Conv2Former block, and the
+residual add they feed.
 
-layer scale:  y[n, c, ...] = gamma[c] * x[n, c, ...];   dx = gamma * dy,  dgamma[c] = sum dy * x over all but c
-drop path:    y[n] = x[n] * m[n] / keep,  m[n] ~ Bernoulli(keep), keep = 1 - drop_prob (timm's drop_path with
-              scale_by_keep=True), so E[y] = x;  dx = dy * m / keep. Identity in eval mode or at drop_prob 0.
+layer scale:      y[n, c, ...] = gamma[c] * x[n, c, ...];   dx = gamma * dy,  dgamma[c] = sum dy * x over all but c
+drop path:        y[n] = x[n] * m[n] / keep,  m[n] ~ Bernoulli(keep), keep = 1 - drop_prob (timm's drop_path with
+                  scale_by_keep=True), so E[y] = x;  dx = dy * m / keep. Identity in eval mode or at drop_prob 0.
+residual branch:  out = x + drop_path(layer_scale(y)), a block's add of one branch's output y to its input x;
+                  dx = dout (the identity path), dy and dgamma as the two ops above give them.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from .checks import (
     check_float,
     check_grad_out,
     layer_scale_args,
+    residual_branch_args,
 )
 
 
@@ -51,6 +55,23 @@ class DropPathCache:
     dtype: np.dtype
 
 
+def drop_path_scale(
+    op: str, n: int, dtype: np.dtype, drop_prob: float, *, training: bool, rng: np.random.Generator | None
+) -> np.ndarray | None:
+    """Drop path's per-sample factor m[n] / keep, shape (N,) in ``dtype``; None where the op is the identity
+    (eval mode, or drop_prob 0). The one place the mask is drawn: ``rng.random(N) < keep``."""
+    drop_prob = check_float(op, "drop_prob", drop_prob, low=0.0, high=1.0)
+    if not check_flag(op, "training", training) or drop_prob == 0.0:
+        return None
+    if not isinstance(rng, np.random.Generator):
+        raise OpInputError(
+            f"{op}: an active drop path needs rng=np.random.Generator (seeded), got {type(rng).__name__}"
+        )
+    keep = 1.0 - drop_prob
+    mask = np.less(rng.random(n), keep).astype(dtype)
+    return mask / np.asarray(keep, dtype=dtype) if keep > 0 else mask  # drop_prob 1: nothing left to rescale
+
+
 def drop_path_forward(
     x: np.ndarray, drop_prob: float, *, training: bool, rng: np.random.Generator | None = None
 ) -> tuple[np.ndarray, DropPathCache]:
@@ -64,16 +85,9 @@ def drop_path_forward(
     x = check_array(op, "x", x, layout="(N, ...)")
     if x.ndim < 1:
         raise OpInputError(f"{op}: x must have a batch axis, got a scalar")
-    drop_prob = check_float(op, "drop_prob", drop_prob, low=0.0, high=1.0)
-    if not check_flag(op, "training", training) or drop_prob == 0.0:
+    scale = drop_path_scale(op, x.shape[0], x.dtype, drop_prob, training=training, rng=rng)
+    if scale is None:
         return x.copy(), DropPathCache(None, x.shape, x.dtype)
-    if not isinstance(rng, np.random.Generator):
-        raise OpInputError(
-            f"{op}: an active drop path needs rng=np.random.Generator (seeded), got {type(rng).__name__}"
-        )
-    keep = 1.0 - drop_prob
-    mask = np.less(rng.random(x.shape[0]), keep).astype(x.dtype)
-    scale = mask / np.asarray(keep, dtype=x.dtype) if keep > 0 else mask  # drop_prob 1: nothing left to rescale
     scale = scale.reshape((x.shape[0],) + (1,) * (x.ndim - 1))
     return x * scale, DropPathCache(scale, x.shape, x.dtype)
 
@@ -82,3 +96,34 @@ def drop_path_backward(dout: np.ndarray, cache: DropPathCache) -> np.ndarray:
     """Returns dx = dout * m / keep (the same per-sample factor as the forward)."""
     dout = check_grad_out("drop_path", dout, cache.shape, cache.dtype)
     return dout.copy() if cache.scale is None else dout * cache.scale
+
+
+@dataclass(frozen=True)
+class ResidualBranchCache:
+    scale: LayerScaleCache
+    drop: DropPathCache
+
+
+def residual_branch_forward(
+    x: np.ndarray,
+    y: np.ndarray,
+    gamma: np.ndarray,
+    drop_prob: float,
+    *,
+    training: bool,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, ResidualBranchCache]:
+    """out = x + drop_path(gamma * y): the residual add of a block's branch output y to the branch input x.
+
+    Shapes: x, y (N, C, ...), gamma (C,) -> out like x. ``drop_prob``, ``training`` and ``rng`` are drop path's.
+    """
+    x, y, gamma = residual_branch_args("residual_branch", x, y, gamma, CHANNELS_FIRST)
+    s, ls = layer_scale_forward(y, gamma)
+    d, dp = drop_path_forward(s, drop_prob, training=training, rng=rng)
+    return x + d, ResidualBranchCache(ls, dp)
+
+
+def residual_branch_backward(dout: np.ndarray, cache: ResidualBranchCache) -> tuple[np.ndarray, np.ndarray]:
+    """Returns (dy, dgamma). The gradient of x is ``dout`` itself (the identity path): the caller adds it."""
+    dout = check_grad_out("residual_branch", dout, cache.drop.shape, cache.drop.dtype)
+    return layer_scale_backward(drop_path_backward(dout, cache.drop), cache.scale)

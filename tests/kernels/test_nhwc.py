@@ -25,7 +25,8 @@ from ..ops.cases import CASES, EDGE_CASES, OpCase, Problem, conv2d_problem
 ACTIVATIONS = {
     "conv2d": ("x",), "conv1x1": ("x",), "conv1x1_gelu": ("x",), "layer_norm": ("x",), "batch_norm2d": ("x",),
     "gelu": (), "modulate": ("a", "v"),
-    "layer_scale": ("x",), "global_avg_pool": ("x",), "convmod": ("x",), "pos_residual": ("h",), "mlp": ("x",),
+    "layer_scale": ("x",), "residual_branch": ("x", "y"),
+    "global_avg_pool": ("x",), "convmod": ("x",), "pos_residual": ("h",), "mlp": ("x",),
 }  # fmt: skip
 
 

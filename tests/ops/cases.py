@@ -539,6 +539,36 @@ def torch_mlp(t: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(torch_pos_residual(h, t["pos.weight"], t["pos.bias"]), t["fc2.weight"], t["fc2.bias"])
 
 
+@st.composite
+def residual_branch_problems(draw: st.DrawFn) -> Problem:
+    rng = _rng(draw)
+    shape = (draw(st.integers(1, 6)), draw(st.integers(1, 5)), draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    kwargs = {
+        "drop_prob": draw(st.sampled_from([0.0, 0.2, 0.5, 1.0])),
+        "training": draw(st.booleans()),
+        "seed": draw(st.integers(0, 2**16)),
+    }
+    arrays = {"x": _normal(rng, *shape), "y": _normal(rng, *shape), "gamma": _normal(rng, shape[1])}
+    return Problem(arrays, kwargs=kwargs)
+
+
+def _run_residual_branch(p: Problem, F: Any = ops) -> tuple[Array, Backward]:
+    a, kw = p.arrays, p.kwargs
+    rng = np.random.default_rng(kw["seed"])
+    out, cache = F.residual_branch_forward(a["x"], a["y"], a["gamma"], kw["drop_prob"], training=kw["training"],
+                                           rng=rng)  # fmt: skip
+
+    def backward(dout: Array) -> Grads:
+        dy, dg = F.residual_branch_backward(dout, cache)
+        return {"x": dout, "y": dy, "gamma": dg}  # the identity path: dx is dout, by the op's contract
+
+    return out, backward
+
+
+def _torch_residual_branch(t: dict[str, torch.Tensor], p: Problem) -> torch.Tensor:
+    return t["x"] + _torch_drop_path({"x": _torch_layer_scale({"x": t["y"], "gamma": t["gamma"]}, p)}, p)
+
+
 E2 = np.random.default_rng(54321)
 CASES = (
     OpCase("conv2d", conv2d_problems(), _run_conv2d, _torch_conv2d, CONV2D_EDGES),
@@ -562,6 +592,12 @@ CASES = (
     OpCase("modulate", modulate_problems(), _run_modulate, lambda t, p: t["a"] * t["v"]),
     OpCase("layer_scale", layer_scale_problems(), _run_layer_scale, _torch_layer_scale),
     OpCase("drop_path", drop_path_problems(), _run_drop_path, _torch_drop_path),
+    OpCase(
+        "residual_branch", residual_branch_problems(), _run_residual_branch, _torch_residual_branch,
+        (("batch1_channel1_dropped", Problem({"x": _normal(E2, 1, 1, 2, 1), "y": _normal(E2, 1, 1, 2, 1),
+                                              "gamma": _normal(E2, 1)},
+                                             kwargs={"drop_prob": 1.0, "training": True, "seed": 3})),),
+    ),
     OpCase("global_avg_pool", pool_problems(), _run_pool, lambda t, p: t["x"].mean(dim=(2, 3))),
     OpCase("cross_entropy", cross_entropy_problems(), _run_cross_entropy, _torch_cross_entropy),
     OpCase(

@@ -46,6 +46,11 @@ def _ln(rng: np.random.Generator, s: tuple[int, int, int, int]) -> Problem:
                    kwargs={"eps": 1e-6})  # fmt: skip
 
 
+def _residual(rng: np.random.Generator, s: tuple[int, int, int, int], training: bool) -> Problem:
+    arrays = {"x": _n(rng, *s), "y": _n(rng, *s), "gamma": _n(rng, s[1])}
+    return Problem(arrays, kwargs={"drop_prob": 0.5, "training": training, "seed": 7})
+
+
 # op name in cases.CASES -> (sample name, builder); a builder returns None where the op has no meaning
 SAMPLES: list[tuple[str, str, Builder]] = [
     ("conv2d", "dense_k3_same", lambda r, s: conv2d_problem(r, *s, 2, 3, padding=1)),
@@ -62,6 +67,8 @@ SAMPLES: list[tuple[str, str, Builder]] = [
     ("gelu", "tanh", lambda r, s: Problem({"x": 3 * _n(r, *s)}, kwargs={"approximate": "tanh"})),
     ("modulate", "", lambda r, s: Problem({"a": _n(r, *s), "v": _n(r, *s)})),
     ("layer_scale", "", lambda r, s: Problem({"x": _n(r, *s), "gamma": _n(r, s[1])})),
+    ("residual_branch", "drop_half", lambda r, s: _residual(r, s, True)),
+    ("residual_branch", "eval", lambda r, s: _residual(r, s, False)),
     ("global_avg_pool", "", lambda r, s: Problem({"x": _n(r, *s)})),
     ("pos_residual", "k3", lambda r, s: Problem({"h": _n(r, *s), "w": _n(r, s[1], 1, 3, 3), "b": _n(r, s[1])})),
     ("convmod", "k7", lambda r, s: convmod_problem(r, *s, 7)),
