@@ -52,76 +52,50 @@ _F32_EXP_WMAX = _f32(42.0)
 _F32_GELU_CUT = _f32(9.0)  # |GELU(-9)| = 1e-18; for x > 9, GELU(x) rounds to x
 
 
-# LayerNorm keeps no normalised copy for its backward: the forward stores each row's mean and 1/std (rounded to
-# x's dtype, and the forward normalises with the rounded values), the backward recomputes xhat from x with the
-# same values, so both see the same xhat bit for bit. One tensor less written per LayerNorm, and the weight and
-# bias gradients are summed inside the backward's pass (per fixed block of rows, the blocks added in order).
-SUM_BLOCK_ROWS = 256  # rows per partial sum of a weight or bias gradient in a pass (a fixed split: determinism)
-
-
 @parallel_kernel()
-def layer_norm_rows(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float, y: np.ndarray,
-                    mean: np.ndarray, rstd: np.ndarray) -> None:  # pragma: no cover  # fmt: skip
-    """Per row: mean and 1 / sqrt(var + eps) (biased variance, accumulated in float64, stored in x's dtype),
-    xhat = (x - mean) * rstd with the stored values, y = weight * xhat + bias."""
+def layer_norm_rows(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float,
+                    y: np.ndarray, xhat: np.ndarray, rstd: np.ndarray) -> None:  # pragma: no cover  # fmt: skip
+    """Per row: xhat = (x - mean) / sqrt(var + eps) (biased variance), y = weight * xhat + bias."""
     m, c = x.shape
     for r in prange(m):
         row = x[r]
-        mu = 0.0
+        mean = 0.0
         for ch in range(c):
-            mu += row[ch]
-        mu /= c
+            mean += row[ch]
+        mean /= c
         var = 0.0
         for ch in range(c):
-            d = row[ch] - mu
+            d = row[ch] - mean
             var += d * d
         var /= c
-        mean[r] = mu
-        rstd[r] = 1.0 / math.sqrt(var + eps)
-        mu_r, rs_r = mean[r], rstd[r]  # the rounded values, as the backward reads them
-        yr = y[r]
+        rs = 1.0 / math.sqrt(var + eps)
+        rstd[r] = rs
+        xh, yr = xhat[r], y[r]
         for ch in range(c):
-            yr[ch] = weight[ch] * ((row[ch] - mu_r) * rs_r) + bias[ch]
-
-
-@njit(cache=True)
-def _layer_norm_block_backward(dout: np.ndarray, x: np.ndarray, mean: np.ndarray, rstd: np.ndarray,
-                               weight: np.ndarray, dx: np.ndarray, r0: int, r1: int, dw: np.ndarray,
-                               db: np.ndarray) -> None:  # pragma: no cover  # fmt: skip
-    c = x.shape[1]
-    for ch in range(c):
-        dw[ch] = 0.0
-        db[ch] = 0.0
-    for r in range(r0, r1):
-        d, xr, out = dout[r], x[r], dx[r]
-        mu, rs = mean[r], rstd[r]
-        mg = 0.0
-        mgx = 0.0
-        for ch in range(c):
-            xh = (xr[ch] - mu) * rs
-            g = d[ch] * weight[ch]
-            mg += g
-            mgx += g * xh
-            dw[ch] += d[ch] * xh
-            db[ch] += d[ch]
-        mg /= c
-        mgx /= c
-        for ch in range(c):
-            xh = (xr[ch] - mu) * rs
-            out[ch] = rs * (d[ch] * weight[ch] - mg - xh * mgx)
+            v = (row[ch] - mean) * rs
+            xh[ch] = v
+            yr[ch] = weight[ch] * v + bias[ch]
 
 
 @parallel_kernel()
-def layer_norm_rows_backward(dout: np.ndarray, x: np.ndarray, mean: np.ndarray, rstd: np.ndarray,
-                             weight: np.ndarray, dx: np.ndarray, dw_part: np.ndarray,
-                             db_part: np.ndarray) -> None:  # pragma: no cover  # fmt: skip
-    """Per row, with xhat = (x - mean) * rstd and g = dout * weight: dx = rstd * (g - mean(g) - xhat * mean(g *
-    xhat)); per block i of SUM_BLOCK_ROWS rows, dw_part[i] = sum dout * xhat and db_part[i] = sum dout (float64)."""
-    m = x.shape[0]
-    for i in prange(dw_part.shape[0]):
-        r0 = i * SUM_BLOCK_ROWS
-        _layer_norm_block_backward(dout, x, mean, rstd, weight, dx, r0, min(m, r0 + SUM_BLOCK_ROWS), dw_part[i],
-                                   db_part[i])  # fmt: skip
+def layer_norm_rows_backward(dout: np.ndarray, xhat: np.ndarray, rstd: np.ndarray, weight: np.ndarray,
+                             dx: np.ndarray) -> None:  # pragma: no cover  # fmt: skip
+    """Per row, with g = dout * weight: dx = rstd * (g - mean(g) - xhat * mean(g * xhat))."""
+    m, c = dout.shape
+    for r in prange(m):
+        d, xh = dout[r], xhat[r]
+        mg = 0.0
+        mgx = 0.0
+        for ch in range(c):
+            g = d[ch] * weight[ch]
+            mg += g
+            mgx += g * xh[ch]
+        mg /= c
+        mgx /= c
+        rs = rstd[r]
+        out = dx[r]
+        for ch in range(c):
+            out[ch] = rs * (d[ch] * weight[ch] - mg - xh[ch] * mgx)
 
 
 @parallel_kernel()
@@ -278,29 +252,14 @@ def bias_gelu_rows(h: np.ndarray, b: np.ndarray, y: np.ndarray) -> None:  # prag
             yr[ch] = gelu_scalar(hr[ch] + b[ch])
 
 
-@njit(cache=True, fastmath={"contract"})
-def _bias_gelu_block_backward(h: np.ndarray, b: np.ndarray, dy: np.ndarray, dh: np.ndarray, r0: int, r1: int,
-                              db: np.ndarray) -> None:  # pragma: no cover  # fmt: skip
-    c = h.shape[1]
-    for ch in range(c):
-        db[ch] = 0.0
-    for r in range(r0, r1):
+@parallel_kernel(fastmath={"contract"})
+def bias_gelu_rows_backward(h: np.ndarray, b: np.ndarray, dy: np.ndarray, dh: np.ndarray) -> None:  # pragma: no cover
+    """dh = dy * GELU'(h + b)."""
+    m, c = h.shape
+    for r in prange(m):
         hr, dyr, dhr = h[r], dy[r], dh[r]
         for ch in range(c):
-            v = dyr[ch] * gelu_grad_scalar(hr[ch] + b[ch])
-            dhr[ch] = v
-            db[ch] += v
-
-
-@parallel_kernel(fastmath={"contract"})
-def bias_gelu_rows_backward(h: np.ndarray, b: np.ndarray, dy: np.ndarray, dh: np.ndarray,
-                            db_part: np.ndarray) -> None:  # pragma: no cover  # fmt: skip
-    """dh = dy * GELU'(h + b), and the bias gradient's partial sums in the same pass: db_part[i] = sum of dh over
-    block i of SUM_BLOCK_ROWS rows (float64; the caller adds the blocks in order)."""
-    m = h.shape[0]
-    for i in prange(db_part.shape[0]):
-        r0 = i * SUM_BLOCK_ROWS
-        _bias_gelu_block_backward(h, b, dy, dh, r0, min(m, r0 + SUM_BLOCK_ROWS), db_part[i])
+            dhr[ch] = dyr[ch] * gelu_grad_scalar(hr[ch] + b[ch])
 
 
 @parallel_kernel(fastmath={"contract"})

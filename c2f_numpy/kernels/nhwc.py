@@ -49,7 +49,6 @@ from .channels import batch_norm_rows, batch_norm_rows_backward, channel_dot_sum
 from .dense import col2im_patches, im2col, image_chunks, is_patchify, scatter_add_taps
 from .depthwise import depthwise_backward, depthwise_forward
 from .elementwise import (
-    SUM_BLOCK_ROWS,
     add_bias_rows,
     bias_gelu_rows,
     bias_gelu_rows_backward,
@@ -248,17 +247,15 @@ def conv1x1_gelu_backward(
     co = h.shape[-1]
     dout = check_grad_out("conv1x1_gelu (nhwc)", dout, h.shape, h.dtype)
     dh = np.empty_like(h)
-    db_part = np.empty((-(-dh.size // co // SUM_BLOCK_ROWS), co))
-    bias_gelu_rows_backward(h.reshape(-1, co), cache.b, dout.reshape(-1, co), dh.reshape(-1, co), db_part)
+    bias_gelu_rows_backward(h.reshape(-1, co), cache.b, dout.reshape(-1, co), dh.reshape(-1, co))
     dx, dw, _ = conv1x1_backward(dh, cache.conv)
-    return dx, dw, (db_part.sum(axis=0).astype(h.dtype) if cache.has_bias else None)
+    return dx, dw, (channel_sums(dh.reshape(-1, co)) if cache.has_bias else None)
 
 
 # --------------------------------------------------------------------------------------------- norms, activations
 @dataclass(frozen=True)
 class LayerNormCache:
-    x: np.ndarray  # (M, C), the input: the backward recomputes xhat from it (elementwise.layer_norm_rows)
-    mean: np.ndarray  # (M,), in x's dtype
+    xhat: np.ndarray  # (M, C)
     rstd: np.ndarray  # (M,)
     weight: np.ndarray
     shape: tuple[int, ...]
@@ -271,22 +268,19 @@ def layer_norm_forward(
     ``ops.layer_norm``, which normalises over axis 1 of NCHW."""
     x, weight, bias, eps = layer_norm_args("layer_norm (nhwc)", x, weight, bias, eps, CHANNELS_LAST)
     c = x.shape[-1]
-    x2 = np.ascontiguousarray(x.reshape(-1, c))
-    y = np.empty_like(x2)
-    mean, rstd = np.empty(x2.shape[0], dtype=x.dtype), np.empty(x2.shape[0], dtype=x.dtype)
-    layer_norm_rows(x2, weight, bias, eps, y, mean, rstd)
-    return y.reshape(x.shape), LayerNormCache(x2, mean, rstd, weight, x.shape)
+    x2 = x.reshape(-1, c)
+    y, xhat = np.empty_like(x2), np.empty_like(x2)
+    rstd = np.empty(x2.shape[0], dtype=x.dtype)
+    layer_norm_rows(x2, weight, bias, eps, y, xhat, rstd)
+    return y.reshape(x.shape), LayerNormCache(xhat, rstd, weight, x.shape)
 
 
 def layer_norm_backward(dout: np.ndarray, cache: LayerNormCache) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    x2 = cache.x
-    dout = check_grad_out("layer_norm (nhwc)", dout, cache.shape, x2.dtype)
-    d2 = np.ascontiguousarray(dout.reshape(x2.shape))
+    dout = check_grad_out("layer_norm (nhwc)", dout, cache.shape, cache.xhat.dtype)
+    d2 = dout.reshape(cache.xhat.shape)
     dx = np.empty_like(d2)
-    blocks = -(-x2.shape[0] // SUM_BLOCK_ROWS)
-    dw_part, db_part = np.empty((blocks, x2.shape[1])), np.empty((blocks, x2.shape[1]))
-    layer_norm_rows_backward(d2, x2, cache.mean, cache.rstd, cache.weight, dx, dw_part, db_part)
-    return dx.reshape(cache.shape), dw_part.sum(axis=0).astype(x2.dtype), db_part.sum(axis=0).astype(x2.dtype)
+    layer_norm_rows_backward(d2, cache.xhat, cache.rstd, cache.weight, dx)
+    return dx.reshape(cache.shape), *channel_dot_sums(d2, cache.xhat)
 
 
 @dataclass(frozen=True)
