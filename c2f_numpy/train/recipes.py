@@ -59,7 +59,7 @@ RECIPES: Mapping[str, Recipe] = MappingProxyType(
             Recipe(
                 "fashion_mnist_60min",
                 "the wider mini, 26 epochs, 1-pixel crops and Random Erasing against overfitting: 93.76% test "
-                "(plain, last epoch) in 52.7 min on 2 cores, AMD EPYC (docs/training.md, 2026-12-06)",
+                "(plain, last epoch) in 49.7 min on 2 cores, AMD EPYC Zen 5 (docs/training.md, 2026-12-07)",
                 MappingProxyType(
                     _FASHION_30 | {"model": "mini", "epochs": 26, "crop_padding": 1, "random_erasing": 0.5}
                 ),

@@ -176,6 +176,42 @@ def test_gradients_are_deterministic_and_thread_count_independent(
         assert np.array_equal(a, b) and np.array_equal(a, c)
 
 
+_BIG = np.random.default_rng(77)  # 3 x 13 x 17 = 663 rows: more than a row block of the GEMMs' or sums' splits
+BLOCK_SUM_CASES = [
+    ("layer_norm", Problem({"x": _BIG.standard_normal((3, 6, 13, 17)) + 2.0, "weight": _BIG.standard_normal(6),
+                            "bias": _BIG.standard_normal(6)}, kwargs={"eps": 1e-6})),
+    ("conv1x1_gelu", Problem({"x": _BIG.standard_normal((3, 5, 13, 17)), "w": _BIG.standard_normal((7, 5, 1, 1)),
+                              "b": _BIG.standard_normal(7)})),
+    ("residual_branch", Problem({"x": _BIG.standard_normal((3, 6, 13, 17)), "y": _BIG.standard_normal((3, 6, 13, 17)),
+                                 "gamma": _BIG.standard_normal(6)},
+                                kwargs={"drop_prob": 0.5, "training": True, "seed": 1})),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize(("name", "problem"), BLOCK_SUM_CASES, ids=[n for n, _ in BLOCK_SUM_CASES])
+def test_summed_gradients_on_many_rows_match_and_do_not_depend_on_threads(name: str, problem: Problem,
+                                                                       dtype: type) -> None:  # fmt: skip
+    """Gradients summed over hundreds of rows (LayerNorm's weight and bias, the GELU'd 1x1 convolution's weight
+    and bias, layer scale's gamma through the residual branch): the teaching copy's result, bitwise the same at
+    one thread and at the whole pool."""
+    import numba
+
+    case = next(c for c in CASES if c.name == name)
+    check_fast_against_teaching(case, problem, dtype)
+    p = problem.astype(dtype)
+    dout = to_nchw(np.random.default_rng(3).standard_normal(to_nhwc(case.run(p)[0]).shape).astype(dtype))
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = run_fast(case, p)[1](dout)
+        numba.set_num_threads(1)
+        one = run_fast(case, p)[1](dout)
+    finally:
+        numba.set_num_threads(before)
+    assert all(np.array_equal(many[k], one[k]) for k in many)
+
+
 def test_float32_gelu_is_within_float32_resolution_of_the_exact_form() -> None:
     """The fast float32 GELU uses an erf approximation (|error| <= 1.5e-7): check it over the whole range."""
     from scipy.special import erfc
