@@ -145,6 +145,27 @@ def _multiply_add(acc: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:  # pra
         acc[q] += a[q] * b[q]
 
 
+@njit(fastmath=_FLAGS, cache=True, inline="always")
+def correlate_row(src: np.ndarray, wt: np.ndarray, o: np.ndarray, start: np.ndarray, y: int,
+                  offset: int) -> None:  # pragma: no cover - jit  # fmt: skip
+    """Output row y of one image: o (Wo * C,) = start, then for each tap (i, j) inside src (Hs, Ws, C) the
+    multiply-add of its run against the tiled weights wt (k, k, Wo * C) (:func:`_tile_taps`), in (i, j) order."""
+    hs, ws, c = src.shape
+    k = wt.shape[0]
+    wo = o.shape[0] // c
+    for q in range(wo * c):  # the row's start written here, by its task: no separate pass over out
+        o[q] = start[q]
+    for i in range(max(0, offset - y), min(k, hs + offset - y)):
+        row = src[y + i - offset].reshape(ws * c)
+        for j in range(k):
+            lo, hi, shift = _tap_run(j, offset, wo, ws, c)
+            if hi == lo:
+                continue
+            # slices, not shifted indices: Numba's index wraparound on q + shift would keep LLVM from
+            # vectorising
+            _multiply_add(o[lo:hi], wt[i, j, lo:hi], row[lo + shift : hi + shift])
+
+
 @parallel_kernel(fastmath=_FLAGS)
 def _correlate_rows(src: np.ndarray, w: np.ndarray, out: np.ndarray, offset: int, bias: np.ndarray,
                     base: np.ndarray, from_base: bool) -> None:  # pragma: no cover - jit  # fmt: skip
@@ -153,27 +174,15 @@ def _correlate_rows(src: np.ndarray, w: np.ndarray, out: np.ndarray, offset: int
     one contiguous run of (pixels x C) values, updated in one flat loop against the tiled weights. Taps on padding
     are never visited, and each output adds its taps in (i, j) order. One output row per parallel task, so any
     thread count gives the same bits."""
-    n_img, hs, ws, c = src.shape
+    n_img, _, _, c = src.shape
     _, ho, wo, _ = out.shape
-    k = w.shape[0]
     wt = _tile_taps(w, wo)
     bias_row = _tile_taps(bias.reshape(1, 1, c), wo)[0, 0]
     for t in prange(n_img * ho):
         n = t // ho
         y = t - n * ho
-        o = out[n, y].reshape(wo * c)
         start = base[n, y].reshape(wo * c) if from_base else bias_row
-        for q in range(wo * c):  # the row's start written here, by its task: no separate pass over out
-            o[q] = start[q]
-        for i in range(max(0, offset - y), min(k, hs + offset - y)):
-            row = src[n, y + i - offset].reshape(ws * c)
-            for j in range(k):
-                lo, hi, shift = _tap_run(j, offset, wo, ws, c)
-                if hi == lo:
-                    continue
-                # slices, not shifted indices: Numba's index wraparound on q + shift would keep LLVM from
-                # vectorising
-                _multiply_add(o[lo:hi], wt[i, j, lo:hi], row[lo + shift : hi + shift])
+        correlate_row(src[n], wt, out[n, y].reshape(wo * c), start, y, offset)
 
 
 @parallel_kernel(fastmath=_FLAGS)

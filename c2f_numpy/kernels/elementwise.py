@@ -52,29 +52,35 @@ _F32_EXP_WMAX = _f32(42.0)
 _F32_GELU_CUT = _f32(9.0)  # |GELU(-9)| = 1e-18; for x > 9, GELU(x) rounds to x
 
 
+@njit(inline="always")
+def layer_norm_row(row: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float, y: np.ndarray,
+                   xhat: np.ndarray) -> float:  # pragma: no cover - jit  # fmt: skip
+    """One row (C,): xhat = (x - mean) / sqrt(var + eps) (biased variance), y = weight * xhat + bias; returns
+    rstd. Each xhat value is written before its y value, so ``xhat`` may be ``y`` when only y is wanted."""
+    c = row.shape[0]
+    mean = 0.0
+    for ch in range(c):
+        mean += row[ch]
+    mean /= c
+    var = 0.0
+    for ch in range(c):
+        d = row[ch] - mean
+        var += d * d
+    var /= c
+    rs = 1.0 / math.sqrt(var + eps)
+    for ch in range(c):
+        v = (row[ch] - mean) * rs
+        xhat[ch] = v
+        y[ch] = weight[ch] * v + bias[ch]
+    return rs
+
+
 @parallel_kernel()
 def layer_norm_rows(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float,
                     y: np.ndarray, xhat: np.ndarray, rstd: np.ndarray) -> None:  # pragma: no cover  # fmt: skip
-    """Per row: xhat = (x - mean) / sqrt(var + eps) (biased variance), y = weight * xhat + bias."""
-    m, c = x.shape
-    for r in prange(m):
-        row = x[r]
-        mean = 0.0
-        for ch in range(c):
-            mean += row[ch]
-        mean /= c
-        var = 0.0
-        for ch in range(c):
-            d = row[ch] - mean
-            var += d * d
-        var /= c
-        rs = 1.0 / math.sqrt(var + eps)
-        rstd[r] = rs
-        xh, yr = xhat[r], y[r]
-        for ch in range(c):
-            v = (row[ch] - mean) * rs
-            xh[ch] = v
-            yr[ch] = weight[ch] * v + bias[ch]
+    """:func:`layer_norm_row` for every row of x (M, C), one row per task."""
+    for r in prange(x.shape[0]):
+        rstd[r] = layer_norm_row(x[r], weight, bias, eps, y[r], xhat[r])
 
 
 @parallel_kernel()
@@ -242,14 +248,18 @@ def add_bias_rows(x: np.ndarray, b: np.ndarray) -> None:  # pragma: no cover
             xr[ch] += b[ch]
 
 
+@njit(inline="always", fastmath={"contract"})
+def bias_gelu_row(h: np.ndarray, b: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover - jit
+    """One row: y = GELU(h + b) (y may be h: in place)."""
+    for ch in range(h.shape[0]):
+        y[ch] = gelu_scalar(h[ch] + b[ch])
+
+
 @parallel_kernel(fastmath={"contract"})
 def bias_gelu_rows(h: np.ndarray, b: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover
     """y = GELU(h + b), h and y (M, C), b (C,)."""
-    m, c = h.shape
-    for r in prange(m):
-        hr, yr = h[r], y[r]
-        for ch in range(c):
-            yr[ch] = gelu_scalar(hr[ch] + b[ch])
+    for r in prange(h.shape[0]):
+        bias_gelu_row(h[r], b, y[r])
 
 
 @parallel_kernel(fastmath={"contract"})

@@ -34,6 +34,9 @@ from ..ops.checks import (
     check_array,
     check_grad_out,
     check_optional,
+    check_param,
+    check_same_size_depthwise,
+    check_shape,
     conv1x1_args,
     conv2d_args,
     gelu_args,
@@ -43,8 +46,10 @@ from ..ops.checks import (
     pos_residual_args,
     residual_branch_args,
 )
+from ..ops.composite import check_param_keys
 from ..ops.norm import BatchNormStats, update_running_stats
 from ..ops.regularize import drop_path_scale
+from . import fused
 from .channels import batch_norm_rows, batch_norm_rows_backward, channel_dot_sums, channel_mean_var, channel_sums
 from .dense import col2im_patches, im2col, image_chunks, is_patchify, scatter_add_taps
 from .depthwise import depthwise_backward, depthwise_forward
@@ -498,6 +503,36 @@ def pos_residual_backward(
 def mlp_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np.ndarray, mlp.MlpCache]:
     """Channels-last MLP branch: ``ops.mlp_forward`` over the fast copy's ops."""
     return mlp.mlp_forward_over(fast_ops(), x, params)
+
+
+def mlp_inference(x: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
+    """The MLP branch for inference: one fused pass over groups of images (:mod:`.fused`) where the shape makes
+    it pay, else the layer-by-layer :func:`mlp_forward` (which keeps the caches a backward needs)."""
+    op = "mlp_inference (nhwc)"
+    x = check_array(op, "x", x, 4, NHWC)
+    check_param_keys(op, params, MLP_KEYS)
+    per = fused.mlp_groups(*x.shape[:3])
+    if per == 0 or any(params[key] is None for key in MLP_KEYS):  # a missing bias: the layered ops handle it
+        return mlp_forward(x, params)[0]
+    return fused.mlp_inference(x, _fused_mlp_params(op, x, params), LN_EPS, per)
+
+
+def _fused_mlp_params(op: str, x: np.ndarray, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The MLP parameters checked as the layered ops check them (shapes, x's dtype, contiguity)."""
+    c = x.shape[-1]
+    p = params
+    _, ln_w, ln_b, _ = layer_norm_args(op, x, p["norm.weight"], p["norm.bias"], LN_EPS, CHANNELS_LAST)
+    _, w1, b1 = conv1x1_args(op, x, p["fc1.weight"], p["fc1.bias"], CHANNELS_LAST)
+    assert b1 is not None  # the caller took the layered path for a missing bias
+    d = w1.shape[0]
+    check_same_size_depthwise(op, "pos.weight", p["pos.weight"], d)
+    wpos = check_array(op, "pos.weight", p["pos.weight"], 4, "(C, 1, k, k)", dtype=x.dtype)
+    bpos = check_param(op, "pos.bias", p["pos.bias"], (d,), x.dtype, "(C,)")
+    w2 = check_array(op, "fc2.weight", p["fc2.weight"], (2, 4), "(C_out, C_in, 1, 1) or (C_out, C_in)", x.dtype)
+    check_shape(op, "fc2.weight", w2, (c, d, 1, 1) if w2.ndim == 4 else (c, d))
+    b2 = check_param(op, "fc2.bias", p["fc2.bias"], (c,), x.dtype, "(C_out,)")
+    return {"norm.weight": ln_w, "norm.bias": ln_b, "fc1.weight": w1, "fc1.bias": b1, "pos.weight": wpos,
+            "pos.bias": bpos, "fc2.weight": w2, "fc2.bias": b2}  # fmt: skip
 
 
 def mlp_backward(dout: np.ndarray, cache: mlp.MlpCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:

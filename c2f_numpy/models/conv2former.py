@@ -20,7 +20,7 @@ import numpy as np
 
 from ..backend import FAST, resolve, select
 from ..nn import GELU, BatchNorm2d, Conv2d, LayerNorm, Linear, Module, ModuleList, Parameter, Sequential, emit
-from ..nn.module import Shape
+from ..nn.module import Shape, observing
 from ..ops.checks import OpDTypeError, OpInputError, check_array
 
 HEAD_DIM = 1280
@@ -101,7 +101,13 @@ class SpatialAttention(Module):
 
 
 class MLP(Module):
-    """The MLP branch (``mlp``): fc2(h + GELU(pos(h))), h = GELU(fc1(LN x)); the math is ``ops.mlp``."""
+    """The MLP branch (``mlp``): fc2(h + GELU(pos(h))), h = GELU(fc1(LN x)); the math is ``ops.mlp``.
+
+    Two paths, chosen in :meth:`forward`: training (or an observer watching the children) runs the ops layer by
+    layer and keeps their caches; inference runs ``F.mlp_inference`` (in the fast copy one fused pass over groups
+    of images, kernels/fused.py) and keeps only the input, so that a backward after an eval-mode forward (the
+    ERF analysis does this) recomputes the caches first and still gets the gradient.
+    """
 
     def __init__(self, dim: int, mlp_ratio: int, *, dtype: Any, rng: np.random.Generator) -> None:
         super().__init__()
@@ -111,10 +117,14 @@ class MLP(Module):
         self.pos = Conv2d(hidden, hidden, 3, padding=1, groups=hidden, dtype=dtype, rng=rng)
         self.fc2 = Conv2d(hidden, dim, 1, dtype=dtype, rng=rng)
         self._cache: Any = None
+        self._inference_input: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        if not self.training and not observing():
+            self._cache, self._inference_input = None, x
+            return self.F.mlp_inference(x, self._param_arrays())
         out, c = self.F.mlp_forward(x, self._param_arrays())
-        self._cache = c
+        self._cache, self._inference_input = c, None
         emitted = ((self.norm, c.fc1.conv.x), (self.fc1, lambda: c.fc1.pre_activation), (self.pos, c.pos.act.x),
                    (self.fc2, out))  # fmt: skip
         for child, value in emitted:
@@ -122,7 +132,10 @@ class MLP(Module):
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        dx, grads = self.F.mlp_backward(dout, self._need_cache(self._cache))
+        cache = self._cache
+        if cache is None and self._inference_input is not None:  # an inference forward kept no cache
+            _, cache = self.F.mlp_forward(self._inference_input, self._param_arrays())
+        dx, grads = self.F.mlp_backward(dout, self._need_cache(cache))
         self._accumulate(grads)
         return dx
 

@@ -45,6 +45,11 @@ def observe(model: Module, observer: Observer) -> Iterator[None]:
         _observation = previous
 
 
+def observing() -> bool:
+    """True while an observer is active (:func:`emit` reports to it): modules then keep their intermediates."""
+    return _observation is not None
+
+
 def emit(module: Module, output: np.ndarray | Callable[[], np.ndarray]) -> None:
     """Report ``module``'s output to the active observer, if any (always in NCHW, whatever the backend).
 

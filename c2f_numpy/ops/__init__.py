@@ -20,7 +20,7 @@ from .conv import (
     linear_forward,
 )
 from .loss import cross_entropy_backward, cross_entropy_forward
-from .mlp import MLP_KEYS, mlp_backward, mlp_forward, pos_residual_backward, pos_residual_forward
+from .mlp import MLP_KEYS, mlp_backward, mlp_forward, mlp_inference, pos_residual_backward, pos_residual_forward
 from .modulation import CONVMOD_KEYS, convmod_backward, convmod_forward, modulate_backward, modulate_forward
 from .norm import (
     BatchNormStats,
@@ -78,6 +78,7 @@ __all__ = [
     "linear_forward",
     "mlp_backward",
     "mlp_forward",
+    "mlp_inference",
     "modulate_backward",
     "modulate_forward",
     "pos_residual_backward",
