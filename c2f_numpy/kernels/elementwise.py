@@ -248,18 +248,14 @@ def add_bias_rows(x: np.ndarray, b: np.ndarray) -> None:  # pragma: no cover
             xr[ch] += b[ch]
 
 
-@njit(inline="always", fastmath={"contract"})
-def bias_gelu_row(h: np.ndarray, b: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover - jit
-    """One row: y = GELU(h + b) (y may be h: in place)."""
-    for ch in range(h.shape[0]):
-        y[ch] = gelu_scalar(h[ch] + b[ch])
-
-
 @parallel_kernel(fastmath={"contract"})
 def bias_gelu_rows(h: np.ndarray, b: np.ndarray, y: np.ndarray) -> None:  # pragma: no cover
     """y = GELU(h + b), h and y (M, C), b (C,)."""
-    for r in prange(h.shape[0]):
-        bias_gelu_row(h[r], b, y[r])
+    m, c = h.shape
+    for r in prange(m):
+        hr, yr = h[r], y[r]
+        for ch in range(c):
+            yr[ch] = gelu_scalar(hr[ch] + b[ch])
 
 
 @parallel_kernel(fastmath={"contract"})

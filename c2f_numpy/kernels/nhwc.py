@@ -476,6 +476,30 @@ def convmod_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np
     return modulation.convmod_forward_over(fast_ops(), x, params)
 
 
+def convmod_inference(x: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
+    """ConvMod for inference: one fused pass over groups of images (:mod:`.fused`) where the shape makes it pay,
+    else the layer-by-layer :func:`convmod_forward` (which keeps the caches a backward needs)."""
+    op = "convmod_inference (nhwc)"
+    x = check_array(op, "x", x, 4, NHWC)
+    check_param_keys(op, params, CONVMOD_KEYS)
+    per = fused.images_per_group(*x.shape[:3])
+    if per == 0 or any(params[key] is None for key in CONVMOD_KEYS):  # a missing bias: the layered ops handle it
+        return convmod_forward(x, params)[0]
+    p = params
+    c = x.shape[-1]
+    _, ln_w, ln_b, _ = layer_norm_args(op, x, p["norm.weight"], p["norm.bias"], LN_EPS, CHANNELS_LAST)
+    checked = {"norm.weight": ln_w, "norm.bias": ln_b}
+    for name in ("att.0", "v", "proj"):  # each a 1x1 conv C -> C
+        w = check_array(op, f"{name}.weight", p[f"{name}.weight"], (2, 4), "(C, C, 1, 1) or (C, C)", x.dtype)
+        check_shape(op, f"{name}.weight", w, (c, c, 1, 1) if w.ndim == 4 else (c, c))
+        checked[f"{name}.weight"] = w
+        checked[f"{name}.bias"] = check_param(op, f"{name}.bias", p[f"{name}.bias"], (c,), x.dtype, "(C,)")
+    check_same_size_depthwise(op, "att.2.weight", p["att.2.weight"], c)
+    checked["att.2.weight"] = check_array(op, "att.2.weight", p["att.2.weight"], 4, "(C, 1, k, k)", dtype=x.dtype)
+    checked["att.2.bias"] = check_param(op, "att.2.bias", p["att.2.bias"], (c,), x.dtype, "(C,)")
+    return fused.convmod_inference(x, checked, LN_EPS, per)
+
+
 def convmod_backward(dout: np.ndarray, cache: modulation.ConvModCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     return modulation.convmod_backward_over(fast_ops(), dout, cache)
 
@@ -511,7 +535,7 @@ def mlp_inference(x: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray
     op = "mlp_inference (nhwc)"
     x = check_array(op, "x", x, 4, NHWC)
     check_param_keys(op, params, MLP_KEYS)
-    per = fused.mlp_groups(*x.shape[:3])
+    per = fused.images_per_group(*x.shape[:3])
     if per == 0 or any(params[key] is None for key in MLP_KEYS):  # a missing bias: the layered ops handle it
         return mlp_forward(x, params)[0]
     return fused.mlp_inference(x, _fused_mlp_params(op, x, params), LN_EPS, per)

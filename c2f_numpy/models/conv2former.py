@@ -64,7 +64,9 @@ SMALL_VARIANTS: dict[str, Variant] = {
 class SpatialAttention(Module):
     """Convolutional modulation (``attn``): out = proj(DWConv_k(GELU(att.0(LN x))) * v(LN x)).
 
-    The parameters live in child modules named as in the checkpoint; the math is ``ops.convmod``.
+    The parameters live in child modules named as in the checkpoint; the math is ``ops.convmod``. Two paths,
+    chosen in :meth:`forward` as in :class:`MLP`: training (or an observer) layer by layer with caches; inference
+    ``F.convmod_inference`` (fused in the fast copy), a later backward recomputing the caches first.
     """
 
     def __init__(self, dim: int, kernel_size: int, *, dtype: Any, rng: np.random.Generator) -> None:
@@ -78,10 +80,14 @@ class SpatialAttention(Module):
         self.v = Conv2d(dim, dim, 1, dtype=dtype, rng=rng)
         self.proj = Conv2d(dim, dim, 1, dtype=dtype, rng=rng)
         self._cache: Any = None
+        self._inference_input: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        if not self.training and not observing():
+            self._cache, self._inference_input = None, x
+            return self.F.convmod_inference(x, self._param_arrays())
         out, c = self.F.convmod_forward(x, self._param_arrays())
-        self._cache = c
+        self._cache, self._inference_input = c, None
         emitted = ((self.norm, c.att0.conv.x), (self.att[0], lambda: c.att0.pre_activation), (self.att[1], c.att2.x),
                    (self.att[2], c.mod.a), (self.att, c.mod.a), (self.v, c.mod.v), (self.proj, out))  # fmt: skip
         for child, value in emitted:
@@ -89,7 +95,10 @@ class SpatialAttention(Module):
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        dx, grads = self.F.convmod_backward(dout, self._need_cache(self._cache))
+        cache = self._cache
+        if cache is None and self._inference_input is not None:  # an inference forward kept no cache
+            _, cache = self.F.convmod_forward(self._inference_input, self._param_arrays())
+        dx, grads = self.F.convmod_backward(dout, self._need_cache(cache))
         self._accumulate(grads)
         return dx
 

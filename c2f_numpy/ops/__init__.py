@@ -21,7 +21,14 @@ from .conv import (
 )
 from .loss import cross_entropy_backward, cross_entropy_forward
 from .mlp import MLP_KEYS, mlp_backward, mlp_forward, mlp_inference, pos_residual_backward, pos_residual_forward
-from .modulation import CONVMOD_KEYS, convmod_backward, convmod_forward, modulate_backward, modulate_forward
+from .modulation import (
+    CONVMOD_KEYS,
+    convmod_backward,
+    convmod_forward,
+    convmod_inference,
+    modulate_backward,
+    modulate_forward,
+)
 from .norm import (
     BatchNormStats,
     batch_norm2d_backward,
@@ -62,6 +69,7 @@ __all__ = [
     "conv2d_forward",
     "convmod_backward",
     "convmod_forward",
+    "convmod_inference",
     "cross_entropy_backward",
     "cross_entropy_forward",
     "drop_path_backward",

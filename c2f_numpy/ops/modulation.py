@@ -78,6 +78,12 @@ def convmod_forward(x: np.ndarray, params: Mapping[str, np.ndarray]) -> tuple[np
     return convmod_forward_over(teaching_ops(), x, params)
 
 
+def convmod_inference(x: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray:
+    """ConvMod's output alone, for inference (nothing kept for a backward). Here simply :func:`convmod_forward`'s
+    output; the fast copy runs it as one fused pass over groups of images."""
+    return convmod_forward(x, params)[0]
+
+
 def convmod_backward(dout: np.ndarray, cache: ConvModCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Returns (dx, grads) with grads keyed like the params (:data:`CONVMOD_KEYS`)."""
     return convmod_backward_over(teaching_ops(), dout, cache)

@@ -1,4 +1,4 @@
-"""The fused MLP inference pass (kernels/fused.py) against the teaching copy's layer-by-layer MLP branch.
+"""The fused inference passes (kernels/fused.py) against the teaching copy's layer-by-layer branches.
 
 Every case asserts which path it took, so a change to the path rule cannot turn these into tests of the
 fallback alone.
@@ -16,13 +16,19 @@ from c2f_numpy.models import create_model
 from c2f_numpy.nn.module import Module
 from c2f_numpy.testing import assert_close, randomize_for_parity
 
-from ..ops.cases import mlp_problem
+from ..ops.cases import convmod_problem, mlp_problem
 
 
 def _nhwc_params(n: int, c: int, h: int, w: int, ratio: int, dtype: type, seed: int = 0, k: int = 3):
     p = mlp_problem(np.random.default_rng(seed), n, c, h, w, ratio).astype(dtype).arrays
     if k != 3:  # another odd positional kernel: the pass reads k from the weight
         p["pos.weight"] = np.random.default_rng(seed + 1).standard_normal((c * ratio, 1, k, k)).astype(dtype)
+    x_nchw = p.pop("x")
+    return x_nchw, np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1)), p
+
+
+def _convmod_nhwc(n: int, c: int, h: int, w: int, k: int, dtype: type, seed: int = 0):
+    p = convmod_problem(np.random.default_rng(seed), n, c, h, w, k).astype(dtype).arrays
     x_nchw = p.pop("x")
     return x_nchw, np.ascontiguousarray(x_nchw.transpose(0, 2, 3, 1)), p
 
@@ -43,7 +49,7 @@ LAYERED_SHAPES = [(1, 8, 14, 14, 4, 3), (9, 4, 7, 7, 4, 3), (128, 8, 4, 4, 4, 3)
 def test_mlp_inference_matches_the_teaching_branch(n: int, c: int, h: int, w: int, ratio: int, k: int,
                                                    dtype: type) -> None:  # fmt: skip
     fused_path = (n, c, h, w, ratio, k) in FUSED_SHAPES
-    assert (fused.mlp_groups(n, h, w) > 0) == fused_path
+    assert (fused.images_per_group(n, h, w) > 0) == fused_path
     x_nchw, x, p = _nhwc_params(n, c, h, w, ratio, dtype, k=k)
     expected = ops.mlp_forward(x_nchw, p)[0]
     got = nhwc.mlp_inference(x, p)
@@ -52,17 +58,51 @@ def test_mlp_inference_matches_the_teaching_branch(n: int, c: int, h: int, w: in
     assert_close("ops.mlp_inference", ops.mlp_inference(x_nchw, p), expected)
 
 
-def test_mlp_inference_does_not_depend_on_the_thread_count() -> None:
+CONVMOD_FUSED = [(16, 8, 14, 14, 7), (17, 5, 14, 14, 3), (8, 3, 20, 21, 11), (64, 4, 7, 7, 1), (8, 6, 21, 19, 21)]
+CONVMOD_LAYERED = [(1, 8, 14, 14, 7), (9, 4, 7, 7, 7)]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize(("n", "c", "h", "w", "k"), CONVMOD_FUSED + CONVMOD_LAYERED)
+def test_convmod_inference_matches_the_teaching_branch(n: int, c: int, h: int, w: int, k: int, dtype: type) -> None:
+    assert (fused.images_per_group(n, h, w) > 0) == ((n, c, h, w, k) in CONVMOD_FUSED)
+    x_nchw, x, p = _convmod_nhwc(n, c, h, w, k, dtype)
+    expected = ops.convmod_forward(x_nchw, p)[0]
+    got = nhwc.convmod_inference(x, p)
+    assert got.dtype == x.dtype and got.shape == x.shape
+    assert_close("convmod_inference", got.transpose(0, 3, 1, 2), expected, scale_floor=1.0)
+    assert_close("ops.convmod_inference", ops.convmod_inference(x_nchw, p), expected)
+
+
+def test_fused_passes_do_not_depend_on_the_thread_count() -> None:
     _, x, p = _nhwc_params(16, 8, 14, 14, 4, np.float32)
+    _, xc, pc = _convmod_nhwc(16, 8, 14, 14, 7, np.float32)
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        one = nhwc.mlp_inference(x, p)
+        one = nhwc.mlp_inference(x, p), nhwc.convmod_inference(xc, pc)
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        many = nhwc.mlp_inference(x, p)
+        many = nhwc.mlp_inference(x, p), nhwc.convmod_inference(xc, pc)
     finally:
         numba.set_num_threads(before)
-    np.testing.assert_array_equal(one, many)
+    for a, b in zip(one, many, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "error", "match"),
+    [
+        ("v.weight", np.zeros((8, 7, 1, 1), np.float32), ops.OpInputError, r"v\.weight must have shape \(8, 8"),
+        ("att.2.weight", np.zeros((8, 1, 7, 7), np.float64), ops.OpDTypeError, r"att\.2\.weight must have the same"),
+        ("att.2.weight", np.zeros((8, 1, 4, 4), np.float32), ops.OpInputError, r"odd kernel size"),
+        ("proj.bias", np.zeros(9, np.float32), ops.OpInputError, r"proj\.bias must have shape \(8,\)"),
+    ],
+)  # fmt: skip
+def test_bad_convmod_parameters_are_named(key: str, value: np.ndarray, error: type, match: str) -> None:
+    _, x, p = _convmod_nhwc(16, 8, 14, 14, 7, np.float32)
+    p[key] = value
+    with pytest.raises(error, match=r"convmod_inference \(nhwc\).*" + match):
+        nhwc.convmod_inference(x, p)
 
 
 @pytest.mark.parametrize(
@@ -79,7 +119,7 @@ def test_mlp_inference_does_not_depend_on_the_thread_count() -> None:
 def test_bad_parameters_are_named_before_the_fused_pass_runs(key: str, value: np.ndarray, error: type,
                                                              match: str) -> None:  # fmt: skip
     _, x, p = _nhwc_params(16, 8, 14, 14, 4, np.float32)
-    assert fused.mlp_groups(16, 14, 14) > 0
+    assert fused.images_per_group(16, 14, 14) > 0
     p[key] = value
     with pytest.raises(error, match=r"mlp_inference \(nhwc\).*" + match):
         nhwc.mlp_inference(x, p)
@@ -103,7 +143,7 @@ def test_eval_mode_network_takes_the_fused_pass_and_its_backward_still_works() -
     """At batch 16 micro's first stage (14x14) is fused; a backward after the eval forward (the ERF analysis)
     recomputes the branch's caches and gives the teaching copy's gradient."""
     x = np.random.default_rng(0).standard_normal((16, 1, 28, 28))
-    assert fused.mlp_groups(16, 14, 14) > 0
+    assert fused.images_per_group(16, 14, 14) > 0
     fast, teaching = _micro("fast"), _micro("teaching")
     out, expected = fast(x), teaching(x)
     assert_close("micro eval logits", out, expected)
