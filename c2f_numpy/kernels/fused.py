@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Callable, Mapping
 
 import numpy as np
-from numba import prange
+from numba import njit, prange
 from numba.core.errors import NumbaIRAssumptionWarning
 
 from .depthwise import _tile_taps, correlate_row
@@ -53,6 +53,33 @@ def images_per_group(n: int, h: int, w: int) -> int:
     return per if -(-n // per) >= MIN_GROUPS else 0
 
 
+@njit(inline="always")
+def _group_rows(x: np.ndarray, t: int, per: int) -> tuple[int, int, np.ndarray, np.ndarray]:  # pragma: no cover
+    """Task t's images: (first image, image count, x's rows (g*H*W, C), LayerNorm of those rows)."""
+    n_img, hh, ww, c = x.shape
+    n0 = t * per
+    g = min(n_img, n0 + per) - n0
+    rows = g * hh * ww
+    return n0, g, x[n0 : n0 + g].reshape(rows, c), np.empty((rows, c), x.dtype)
+
+
+@njit(inline="always")
+def _add_bias(o: np.ndarray, b: np.ndarray) -> None:  # pragma: no cover
+    """o (rows, C) += b (C,) on every row: the epilogue after a 1x1 conv's GEMM."""
+    for r in range(o.shape[0]):
+        orow = o[r]
+        for ch in range(o.shape[1]):
+            orow[ch] += b[ch]
+
+
+@njit(inline="always")
+def _layer_norm_group(xs: np.ndarray, ln_w: np.ndarray, ln_b: np.ndarray, eps: float,
+                      nrm: np.ndarray) -> None:  # pragma: no cover  # fmt: skip
+    """nrm = LN(xs) row by row (xhat is not kept: written over by y)."""
+    for r in range(xs.shape[0]):
+        layer_norm_row(xs[r], ln_w, ln_b, eps, nrm[r], nrm[r])
+
+
 @parallel_kernel(fastmath={"contract"})
 def _mlp_groups(x: np.ndarray, ln_w: np.ndarray, ln_b: np.ndarray, eps: float, w1t: np.ndarray, b1: np.ndarray,
                 wpos: np.ndarray, bpos: np.ndarray, w2t: np.ndarray, b2: np.ndarray, out: np.ndarray,
@@ -65,13 +92,9 @@ def _mlp_groups(x: np.ndarray, ln_w: np.ndarray, ln_b: np.ndarray, eps: float, w
     wt = _tile_taps(wpos, ww)
     bias_row = _tile_taps(bpos.reshape(1, 1, d), ww)[0, 0]
     for t in prange((n_img + per - 1) // per):
-        n0 = t * per
-        g = min(n_img, n0 + per) - n0
+        n0, g, xs, nrm = _group_rows(x, t, per)
         rows = g * pix
-        xs = x[n0 : n0 + g].reshape(rows, c)
-        nrm = np.empty((rows, c), x.dtype)
-        for r in range(rows):
-            layer_norm_row(xs[r], ln_w, ln_b, eps, nrm[r], nrm[r])  # xhat is not kept: written over by y
+        _layer_norm_group(xs, ln_w, ln_b, eps, nrm)
         h = np.empty((rows, d), x.dtype)
         np.dot(nrm, w1t, h)
         for r in range(rows):
@@ -88,17 +111,19 @@ def _mlp_groups(x: np.ndarray, ln_w: np.ndarray, ln_b: np.ndarray, eps: float, w
             zf[q] = hf[q] + gelu_scalar(zf[q])
         o = out[n0 : n0 + g].reshape(rows, c)
         np.dot(z.reshape(rows, d), w2t, o)
-        for r in range(rows):
-            orow = o[r]
-            for ch in range(c):
-                orow[ch] += b2[ch]
+        _add_bias(o, b2)
 
 
 def _launch(kernel: Callable[..., None], *args: object) -> None:
-    """Run a group kernel. Its first call compiles it, and Numba's internal SSA check then warns about the
-    variables of gelu_scalar, inlined several times into one loop body (NumbaIRAssumptionWarning, "please report":
-    a pedantic check of Numba's own, not an error in the result, which tests/kernels/test_fused.py checks). The
-    serial-helper form that avoids it ran 0.8x the layered path, so the warning is silenced here, for this call."""
+    """Run a group kernel. A call that compiles it makes Numba's internal SSA check warn about the variables of
+    gelu_scalar, inlined several times into one loop body (NumbaIRAssumptionWarning, "please report": a pedantic
+    check of Numba's own, not an error in the result, which tests/kernels/test_fused.py checks). The serial-helper
+    form that avoids it ran 0.8x the layered path, so the warning is silenced for the calls that may compile;
+    the others skip ``catch_warnings``, which swaps the process-wide filter list and is not thread-safe."""
+    dispatcher = kernel.kernel  # type: ignore[attr-defined]
+    if tuple(dispatcher.typeof_pyval(a) for a in args) in dispatcher.overloads:
+        kernel(*args)
+        return
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NumbaIRAssumptionWarning)
         kernel(*args)
@@ -128,13 +153,9 @@ def _convmod_groups(x: np.ndarray, ln_w: np.ndarray, ln_b: np.ndarray, eps: floa
     wt = _tile_taps(wdw, ww)
     bias_row = _tile_taps(bdw.reshape(1, 1, c), ww)[0, 0]
     for t in prange((n_img + per - 1) // per):
-        n0 = t * per
-        g = min(n_img, n0 + per) - n0
+        n0, g, xs, nrm = _group_rows(x, t, per)
         rows = g * pix
-        xs = x[n0 : n0 + g].reshape(rows, c)
-        nrm = np.empty((rows, c), x.dtype)
-        for r in range(rows):
-            layer_norm_row(xs[r], ln_w, ln_b, eps, nrm[r], nrm[r])  # xhat is not kept: written over by y
+        _layer_norm_group(xs, ln_w, ln_b, eps, nrm)
         gv = np.empty((rows, c), x.dtype)  # GELU(att.0(n)), then v(n)
         np.dot(nrm, wat, gv)
         for r in range(rows):
@@ -154,10 +175,7 @@ def _convmod_groups(x: np.ndarray, ln_w: np.ndarray, ln_b: np.ndarray, eps: floa
                 ar[ch] *= vr[ch] + bv[ch]  # the modulation a * v, v's bias added here
         o = out[n0 : n0 + g].reshape(rows, c)
         np.dot(a2, wpt, o)
-        for r in range(rows):
-            orow = o[r]
-            for ch in range(c):
-                orow[ch] += bp[ch]
+        _add_bias(o, bp)
 
 
 def convmod_inference(x: np.ndarray, p: Mapping[str, np.ndarray], eps: float, per: int) -> np.ndarray:

@@ -36,13 +36,13 @@ from ..ops.checks import (
     check_optional,
     check_param,
     check_same_size_depthwise,
-    check_shape,
     conv1x1_args,
     conv2d_args,
     gelu_args,
     layer_norm_args,
     layer_scale_args,
     modulate_args,
+    pointwise_weight,
     pos_residual_args,
     residual_branch_args,
 )
@@ -381,8 +381,9 @@ def _rows3(a: np.ndarray) -> np.ndarray:
 
 
 def _scaled_add(base: np.ndarray | None, y: np.ndarray, gamma: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    y3 = _rows3(y)
     out = np.empty(y.shape, dtype=y.dtype)
-    scaled_add_rows(None if base is None else _rows3(base), _rows3(y), gamma, scale, out.reshape(_rows3(y).shape))
+    scaled_add_rows(None if base is None else _rows3(base), y3, gamma, scale, out.reshape(y3.shape))
     return out
 
 
@@ -485,18 +486,10 @@ def convmod_inference(x: np.ndarray, params: Mapping[str, np.ndarray]) -> np.nda
     per = fused.images_per_group(*x.shape[:3])
     if per == 0 or any(params[key] is None for key in CONVMOD_KEYS):  # a missing bias: the layered ops handle it
         return convmod_forward(x, params)[0]
-    p = params
     c = x.shape[-1]
-    _, ln_w, ln_b, _ = layer_norm_args(op, x, p["norm.weight"], p["norm.bias"], LN_EPS, CHANNELS_LAST)
-    checked = {"norm.weight": ln_w, "norm.bias": ln_b}
-    for name in ("att.0", "v", "proj"):  # each a 1x1 conv C -> C
-        w = check_array(op, f"{name}.weight", p[f"{name}.weight"], (2, 4), "(C, C, 1, 1) or (C, C)", x.dtype)
-        check_shape(op, f"{name}.weight", w, (c, c, 1, 1) if w.ndim == 4 else (c, c))
-        checked[f"{name}.weight"] = w
-        checked[f"{name}.bias"] = check_param(op, f"{name}.bias", p[f"{name}.bias"], (c,), x.dtype, "(C,)")
-    check_same_size_depthwise(op, "att.2.weight", p["att.2.weight"], c)
-    checked["att.2.weight"] = check_array(op, "att.2.weight", p["att.2.weight"], 4, "(C, 1, k, k)", dtype=x.dtype)
-    checked["att.2.bias"] = check_param(op, "att.2.bias", p["att.2.bias"], (c,), x.dtype, "(C,)")
+    checked = {**_named_norm(op, params, c, x.dtype), **_named_pointwise(op, params, "att.0", c, c, x.dtype),
+               **_named_depthwise(op, params, "att.2", c, x.dtype), **_named_pointwise(op, params, "v", c, c, x.dtype),
+               **_named_pointwise(op, params, "proj", c, c, x.dtype)}  # fmt: skip
     return fused.convmod_inference(x, checked, LN_EPS, per)
 
 
@@ -542,21 +535,34 @@ def mlp_inference(x: np.ndarray, params: Mapping[str, np.ndarray]) -> np.ndarray
 
 
 def _fused_mlp_params(op: str, x: np.ndarray, params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """The MLP parameters checked as the layered ops check them (shapes, x's dtype, contiguity)."""
+    """The MLP parameters checked as the layered ops check them (shapes, x's dtype, contiguity), each error
+    naming its checkpoint key."""
     c = x.shape[-1]
-    p = params
-    _, ln_w, ln_b, _ = layer_norm_args(op, x, p["norm.weight"], p["norm.bias"], LN_EPS, CHANNELS_LAST)
-    _, w1, b1 = conv1x1_args(op, x, p["fc1.weight"], p["fc1.bias"], CHANNELS_LAST)
-    assert b1 is not None  # the caller took the layered path for a missing bias
-    d = w1.shape[0]
-    check_same_size_depthwise(op, "pos.weight", p["pos.weight"], d)
-    wpos = check_array(op, "pos.weight", p["pos.weight"], 4, "(C, 1, k, k)", dtype=x.dtype)
-    bpos = check_param(op, "pos.bias", p["pos.bias"], (d,), x.dtype, "(C,)")
-    w2 = check_array(op, "fc2.weight", p["fc2.weight"], (2, 4), "(C_out, C_in, 1, 1) or (C_out, C_in)", x.dtype)
-    check_shape(op, "fc2.weight", w2, (c, d, 1, 1) if w2.ndim == 4 else (c, d))
-    b2 = check_param(op, "fc2.bias", p["fc2.bias"], (c,), x.dtype, "(C_out,)")
-    return {"norm.weight": ln_w, "norm.bias": ln_b, "fc1.weight": w1, "fc1.bias": b1, "pos.weight": wpos,
-            "pos.bias": bpos, "fc2.weight": w2, "fc2.bias": b2}  # fmt: skip
+    fc1 = _named_pointwise(op, params, "fc1", c, None, x.dtype)
+    d = fc1["fc1.weight"].shape[0]
+    return {**_named_norm(op, params, c, x.dtype), **fc1, **_named_depthwise(op, params, "pos", d, x.dtype),
+            **_named_pointwise(op, params, "fc2", d, c, x.dtype)}  # fmt: skip
+
+
+def _named_norm(op: str, p: Mapping[str, np.ndarray], c: int, dtype: np.dtype) -> dict[str, np.ndarray]:
+    """A branch's LayerNorm weight and bias (C,)."""
+    return {key: check_param(op, key, p[key], (c,), dtype, "(C,)") for key in ("norm.weight", "norm.bias")}
+
+
+def _named_pointwise(op: str, p: Mapping[str, np.ndarray], name: str, c_in: int, c_out: int | None,
+                     dtype: np.dtype) -> dict[str, np.ndarray]:  # fmt: skip
+    """A 1x1 conv's weight and bias (the fused pass needs the bias; a None took the layered path)."""
+    w = pointwise_weight(op, f"{name}.weight", p[f"{name}.weight"], c_in, dtype, c_out=c_out)
+    b = check_param(op, f"{name}.bias", p[f"{name}.bias"], (w.shape[0],), dtype, "(C_out,)")
+    return {f"{name}.weight": w, f"{name}.bias": b}
+
+
+def _named_depthwise(op: str, p: Mapping[str, np.ndarray], name: str, c: int, dtype: np.dtype) -> dict[str, np.ndarray]:
+    """A same-size depthwise conv's weight (C, 1, k, k), k odd, and bias (C,)."""
+    check_same_size_depthwise(op, f"{name}.weight", p[f"{name}.weight"], c)
+    w = check_array(op, f"{name}.weight", p[f"{name}.weight"], 4, "(C, 1, k, k)", dtype=dtype)
+    b = check_param(op, f"{name}.bias", p[f"{name}.bias"], (c,), dtype, "(C,)")
+    return {f"{name}.weight": w, f"{name}.bias": b}
 
 
 def mlp_backward(dout: np.ndarray, cache: mlp.MlpCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:

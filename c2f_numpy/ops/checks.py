@@ -343,13 +343,25 @@ def conv1x1_args(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Validate a pointwise convolution: x 4-d, w (C_out, C_in, 1, 1) or (C_out, C_in), b (C_out,) or None."""
     x = check_array(op, "x", x, 4, layout.name)
-    w = check_array(op, "w", w, (2, 4), "(C_out, C_in, 1, 1) or (C_out, C_in)", dtype=x.dtype)
+    w = pointwise_weight(op, "w", w, x.shape[layout.channel_axis], x.dtype)
+    return x, w, check_optional(op, "b", b, (w.shape[0],), x.dtype, "(C_out,)")
+
+
+def pointwise_weight(
+    op: str, name: str, w: object, c_in: int, dtype: np.dtype, *, c_out: int | None = None
+) -> np.ndarray:
+    """Validate a 1x1 conv weight (C_out, C_in, 1, 1) or (C_out, C_in) reading the ``c_in`` channels of x (and
+    writing ``c_out``, when given)."""
+    w = check_array(op, name, w, (2, 4), "(C_out, C_in, 1, 1) or (C_out, C_in)", dtype=dtype)
     if w.ndim == 4 and w.shape[2:] != (1, 1):
-        raise OpInputError(f"{op}: w must be a 1x1 kernel (C_out, C_in, 1, 1), got shape {w.shape}")
-    c, (co, ci) = x.shape[layout.channel_axis], w.shape[:2]
-    if ci != c:
-        raise OpInputError(f"{op}: channel mismatch: x has C_in={c}, w expects C_in={ci} (w shape {w.shape})")
-    return x, w, check_optional(op, "b", b, (co,), x.dtype, "(C_out,)")
+        raise OpInputError(f"{op}: {name} must be a 1x1 kernel (C_out, C_in, 1, 1), got shape {w.shape}")
+    if c_out is not None:
+        check_shape(op, name, w, (c_out, c_in, 1, 1)[: w.ndim])
+    elif w.shape[1] != c_in:
+        raise OpInputError(
+            f"{op}: channel mismatch: x has C_in={c_in}, {name} expects C_in={w.shape[1]} ({name} shape {w.shape})"
+        )
+    return w
 
 
 def pos_residual_args(op: str, h: object, w: object, layout: Layout) -> tuple[np.ndarray, int]:

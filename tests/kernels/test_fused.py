@@ -96,6 +96,7 @@ def test_fused_passes_do_not_depend_on_the_thread_count() -> None:
         ("att.2.weight", np.zeros((8, 1, 7, 7), np.float64), ops.OpDTypeError, r"att\.2\.weight must have the same"),
         ("att.2.weight", np.zeros((8, 1, 4, 4), np.float32), ops.OpInputError, r"odd kernel size"),
         ("proj.bias", np.zeros(9, np.float32), ops.OpInputError, r"proj\.bias must have shape \(8,\)"),
+        ("att.0.weight", np.zeros((8, 8, 3, 3), np.float32), ops.OpInputError, r"att\.0\.weight must be a 1x1 kernel"),
     ],
 )  # fmt: skip
 def test_bad_convmod_parameters_are_named(key: str, value: np.ndarray, error: type, match: str) -> None:
@@ -111,8 +112,10 @@ def test_bad_convmod_parameters_are_named(key: str, value: np.ndarray, error: ty
         ("fc2.weight", np.zeros((8, 31, 1, 1), np.float32), ops.OpInputError, r"fc2\.weight must have shape \(8, 32"),
         ("pos.weight", np.zeros((32, 1, 3, 3), np.float64), ops.OpDTypeError, r"pos\.weight must have the same dtype"),
         ("pos.weight", np.zeros((32, 1, 2, 2), np.float32), ops.OpInputError, r"odd kernel size"),
-        ("fc1.bias", np.zeros(33, np.float32), ops.OpInputError, r"b must have shape \(32,\)"),
-        ("norm.weight", np.zeros(7, np.float32), ops.OpInputError, r"weight must have shape \(8,\)"),
+        ("fc1.bias", np.zeros(33, np.float32), ops.OpInputError, r"fc1\.bias must have shape \(32,\)"),
+        ("fc1.weight", np.zeros((32, 7, 1, 1), np.float32), ops.OpInputError,
+         r"channel mismatch: x has C_in=8, fc1\.weight expects C_in=7"),
+        ("norm.weight", np.zeros(7, np.float32), ops.OpInputError, r"norm\.weight must have shape \(8,\)"),
         ("fc2.bias", np.zeros((8, 1), np.float32), ops.OpInputError, r"fc2\.bias must have 1 dims"),
     ],
 )  # fmt: skip
