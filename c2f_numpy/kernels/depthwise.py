@@ -192,27 +192,43 @@ def _weight_grad_rows(
     """``weight_grad_partials`` a tap at a time over whole rows (as :func:`_correlate_rows`): each block of images
     sums its products per (tap, pixel column, channel) over (n, y), then over the columns in order."""
     n_img, ho, wo, c = dout.shape
-    _, hs, ws, _ = src.shape
     partials = np.zeros((blocks, k, k, c), dtype=dout.dtype)
     for b in prange(blocks):
         lanes = np.zeros((k, k, wo * c), dtype=dout.dtype)
         for n in range(b * n_img // blocks, (b + 1) * n_img // blocks):
             for y in range(ho):
-                d = dout[n, y].reshape(wo * c)
-                for i in range(max(0, offset - y), min(k, hs + offset - y)):
-                    row = src[n, y + i - offset].reshape(ws * c)
-                    for j in range(k):
-                        lo, hi, shift = _tap_run(j, offset, wo, ws, c)
-                        if hi == lo:
-                            continue
-                        _multiply_add(lanes[i, j, lo:hi], d[lo:hi], row[lo + shift : hi + shift])
-        acc = partials[b]
-        for i in range(k):
-            for j in range(k):
-                for x in range(wo):
-                    for ch in range(c):
-                        acc[i, j, ch] += lanes[i, j, x * c + ch]
+                weight_grad_row(lanes, dout[n, y].reshape(wo * c), src[n], y, offset)
+        reduce_lanes(lanes, partials[b])
     return partials
+
+
+@njit(fastmath=_FLAGS, cache=True, inline="always")
+def weight_grad_row(lanes: np.ndarray, d: np.ndarray, src: np.ndarray, y: int,
+                    offset: int) -> None:  # pragma: no cover - jit  # fmt: skip
+    """Output row y's share of the weight gradient: lanes (k, k, Wo * C) += d (Wo * C,) times each tap's run of
+    src (Hs, Ws, C) (the runs of :func:`correlate_row`), per (tap, pixel column, channel)."""
+    hs, ws, c = src.shape
+    k = lanes.shape[0]
+    wo = d.shape[0] // c
+    for i in range(max(0, offset - y), min(k, hs + offset - y)):
+        row = src[y + i - offset].reshape(ws * c)
+        for j in range(k):
+            lo, hi, shift = _tap_run(j, offset, wo, ws, c)
+            if hi == lo:
+                continue
+            _multiply_add(lanes[i, j, lo:hi], d[lo:hi], row[lo + shift : hi + shift])
+
+
+@njit(fastmath=_FLAGS, cache=True, inline="always")
+def reduce_lanes(lanes: np.ndarray, acc: np.ndarray) -> None:  # pragma: no cover - jit
+    """acc (k, k, C) += lanes (k, k, Wo * C) summed over the pixel columns, in column order."""
+    k, _, c = acc.shape
+    wo = lanes.shape[2] // c
+    for i in range(k):
+        for j in range(k):
+            for x in range(wo):
+                for ch in range(c):
+                    acc[i, j, ch] += lanes[i, j, x * c + ch]
 
 
 def correlate(src: np.ndarray, w: np.ndarray, out: np.ndarray, offset: int, start: np.ndarray | None = None) -> None:

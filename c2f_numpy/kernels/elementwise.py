@@ -87,21 +87,25 @@ def layer_norm_rows(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: fl
 def layer_norm_rows_backward(dout: np.ndarray, xhat: np.ndarray, rstd: np.ndarray, weight: np.ndarray,
                              dx: np.ndarray) -> None:  # pragma: no cover  # fmt: skip
     """Per row, with g = dout * weight: dx = rstd * (g - mean(g) - xhat * mean(g * xhat))."""
-    m, c = dout.shape
-    for r in prange(m):
-        d, xh = dout[r], xhat[r]
-        mg = 0.0
-        mgx = 0.0
-        for ch in range(c):
-            g = d[ch] * weight[ch]
-            mg += g
-            mgx += g * xh[ch]
-        mg /= c
-        mgx /= c
-        rs = rstd[r]
-        out = dx[r]
-        for ch in range(c):
-            out[ch] = rs * (d[ch] * weight[ch] - mg - xh[ch] * mgx)
+    for r in prange(dout.shape[0]):
+        layer_norm_row_backward(dout[r], xhat[r], rstd[r], weight, dx[r])
+
+
+@njit(inline="always")
+def layer_norm_row_backward(d: np.ndarray, xh: np.ndarray, rs: float, weight: np.ndarray,
+                            out: np.ndarray) -> None:  # pragma: no cover - jit  # fmt: skip
+    """One row (C,) of LayerNorm's input gradient: with g = d * weight, out = rs * (g - mean(g) - xh * mean(g * xh))."""
+    c = d.shape[0]
+    mg = 0.0
+    mgx = 0.0
+    for ch in range(c):
+        g = d[ch] * weight[ch]
+        mg += g
+        mgx += g * xh[ch]
+    mg /= c
+    mgx /= c
+    for ch in range(c):
+        out[ch] = rs * (d[ch] * weight[ch] - mg - xh[ch] * mgx)
 
 
 @parallel_kernel()

@@ -1,5 +1,5 @@
-"""A block's two branches at inference, each as one parallel pass over groups of images (the fast copy's
-``mlp_inference`` and ``convmod_inference``).
+"""A block's branches as one parallel pass over groups of images: both branches at inference (the fast copy's
+``mlp_inference`` and ``convmod_inference``) and the MLP branch's backward in training (``mlp_backward``).
 
 The layer-by-layer path (:func:`c2f_numpy.kernels.nhwc.mlp_forward`) runs LayerNorm, fc1, bias + GELU, the 3x3
 positional conv, GELU + residual and fc2 each over the whole batch: the hidden tensor (4C channels; 12.8 MB for
@@ -15,14 +15,25 @@ and runs the branch start to end on them, so the hidden values stay in the core'
 ConvMod the same way: n = LN(x); a = DWk(GELU(n @ Wa^T + ba)); out = (a * (n @ Wv^T + bv)) @ Wp^T + bp, three
 C-wide buffers per group.
 
-The math is the layer-by-layer kernels' own (layer_norm_row, gelu_scalar, correlate_row), one implementation;
-only the order of work differs (and BLAS's blocking, so the two agree to rounding, not bitwise). Nothing is kept for a
-backward: training uses the layer-by-layer path, whose caches the backward reads.
+The MLP backward reads the layer-by-layer forward's caches (the training forward stays layered: its caches are
+the activations the backward needs) and runs the chain rule per group, two 4C-wide buffers per group:
 
-When it pays (measured in docs/performance.md, "Round five"): a group must give BLAS enough rows (GROUP_ROWS),
-and the batch enough groups for the threads (MIN_GROUPS); otherwise :func:`images_per_group` says no and the caller
-takes the layer-by-layer path. Both depend on the shape only, so a given input always takes the same path and
-the result is the same at any thread count.
+        dz  = dout @ W2                 dW2 += dout^T z, db2 += sum dout
+        dp  = GELU'(p) * dz             p = DW3x3(h) + bp, cached
+        dh  = dz + DW3x3^T(dp)          dWp += the taps' products (depthwise.weight_grad_row), dbp += sum dp
+        du  = GELU'(u) * dh             u = n @ W1^T + b1;  dW1 += du^T n, db1 += sum du
+        dn  = du @ W1, dx = LN^T(dn)    dln_w += sum dn * xhat, dln_b += sum dn
+
+Each group writes its own partial of every parameter gradient; the partials are added in group order.
+
+The math is the layer-by-layer kernels' own (layer_norm_row, layer_norm_row_backward, gelu_scalar,
+gelu_grad_scalar, correlate_row, weight_grad_row), one implementation; only the order of work differs (and
+BLAS's blocking and the order of the gradient sums, so the two agree to rounding, not bitwise).
+
+When it pays (measured in docs/performance.md, "Round five" and "Round six"): a group must give BLAS enough rows
+(GROUP_ROWS), and the batch enough groups for the threads (MIN_GROUPS); otherwise :func:`images_per_group` says no
+and the caller takes the layer-by-layer path. Both depend on the shape only, so a given input always takes the
+same path and the result is the same at any thread count.
 """
 
 from __future__ import annotations
@@ -34,8 +45,8 @@ import numpy as np
 from numba import njit, prange
 from numba.core.errors import NumbaIRAssumptionWarning
 
-from .depthwise import _tile_taps, correlate_row
-from .elementwise import gelu_scalar, layer_norm_row
+from .depthwise import _tile_taps, correlate_row, reduce_lanes, weight_grad_row
+from .elementwise import gelu_grad_scalar, gelu_scalar, layer_norm_row, layer_norm_row_backward
 from .pool import parallel_kernel
 
 # At least this many pixel rows per group: micro's 7x7 maps at batch 128 ran 1.0x the layer-by-layer path with
@@ -192,3 +203,109 @@ def convmod_inference(x: np.ndarray, p: Mapping[str, np.ndarray], eps: float, pe
                     np.ascontiguousarray(p["att.2.weight"].reshape(c, k, k).transpose(1, 2, 0)), p["att.2.bias"],
                     t(p["v.weight"]), p["v.bias"], t(p["proj.weight"]), p["proj.bias"], out, per)  # fmt: skip
     return out
+
+
+@njit(inline="always")
+def _column_sums(a: np.ndarray, acc: np.ndarray) -> None:  # pragma: no cover
+    """acc (C,) += the column sums of a (rows, C), in row order (acc float64, as channels.channel_sums)."""
+    for r in range(a.shape[0]):
+        ar = a[r]
+        for ch in range(a.shape[1]):
+            acc[ch] += ar[ch]
+
+
+@parallel_kernel(fastmath={"contract"})
+def _mlp_backward_groups(dout: np.ndarray, xhat: np.ndarray, rstd: np.ndarray, ln_w: np.ndarray, nrm: np.ndarray,
+                         w1: np.ndarray, h1pre: np.ndarray, b1: np.ndarray, h1: np.ndarray, wflip: np.ndarray,
+                         ppre: np.ndarray, z: np.ndarray, w2: np.ndarray, per: int, dx: np.ndarray,
+                         dw1: np.ndarray, db1: np.ndarray, dwpos: np.ndarray, dbpos: np.ndarray, dw2: np.ndarray,
+                         db2: np.ndarray, dln_w: np.ndarray,
+                         dln_b: np.ndarray) -> None:  # pragma: no cover  # fmt: skip
+    """The MLP branch's backward for dout, dx (N, H, W, C) from the layer-by-layer forward's caches: xhat (M, C),
+    rstd (M,), nrm = LN(x), h1pre = nrm @ W1^T (no bias), h1 = GELU(h1pre + b1), ppre = DW(h1) + bp, z = fc2's
+    input (all (N, H, W, .)); w1 (D, C), w2 (C, D), wflip (k, k, D) the positional weight flipped. Each task
+    writes its group's rows of dx and its own partial of every parameter gradient (leading axis: the group)."""
+    n_img, hh, ww, c = dout.shape
+    d = w1.shape[0]
+    pix = hh * ww
+    k = wflip.shape[0]
+    offset = k // 2
+    wt = _tile_taps(wflip, ww)
+    for t in prange((n_img + per - 1) // per):
+        n0 = t * per
+        g = min(n_img, n0 + per) - n0
+        rows = g * pix
+        r0 = n0 * pix
+        do = dout[n0 : n0 + g].reshape(rows, c)
+        zg = z[n0 : n0 + g].reshape(rows, d)
+        dz = np.empty((rows, d), dout.dtype)  # dL/dz, then dL/dh1, then dL/dh1pre, in place
+        np.dot(do, w2, dz)
+        np.dot(do.T, zg, dw2[t])
+        _column_sums(do, db2[t])
+        dp = np.empty((rows, d), dout.dtype)  # dL/dppre
+        dpf, dzf, pf = dp.reshape(rows * d), dz.reshape(rows * d), ppre[n0 : n0 + g].reshape(rows * d)
+        for q in range(rows * d):
+            dpf[q] = dzf[q] * gelu_grad_scalar(pf[q])
+        dp4, dz4, h14 = dp.reshape(g, hh, ww, d), dz.reshape(g, hh, ww, d), h1[n0 : n0 + g]
+        lanes = np.zeros((k, k, ww * d), dout.dtype)
+        for m in range(g):
+            for y in range(hh):
+                row = dz4[m, y].reshape(ww * d)
+                correlate_row(dp4[m], wt, row, row, y, k - 1 - offset)  # dh1 = dz + DW^T(dp), in place
+                weight_grad_row(lanes, dp4[m, y].reshape(ww * d), h14[m], y, offset)
+        reduce_lanes(lanes, dwpos[t])
+        _column_sums(dp, dbpos[t])
+        hp = h1pre[n0 : n0 + g].reshape(rows, d)
+        for r in range(rows):
+            dr, hr = dz[r], hp[r]
+            for ch in range(d):
+                dr[ch] *= gelu_grad_scalar(hr[ch] + b1[ch])
+        np.dot(dz.T, nrm[n0 : n0 + g].reshape(rows, c), dw1[t])
+        _column_sums(dz, db1[t])
+        dn = np.empty((rows, c), dout.dtype)
+        np.dot(dz, w1, dn)
+        dxg = dx[n0 : n0 + g].reshape(rows, c)
+        lw, lb = dln_w[t], dln_b[t]
+        for r in range(rows):
+            dr, xr = dn[r], xhat[r0 + r]
+            layer_norm_row_backward(dr, xr, rstd[r0 + r], ln_w, dxg[r])
+            for ch in range(c):
+                lw[ch] += dr[ch] * xr[ch]
+                lb[ch] += dr[ch]
+
+
+def mlp_backward(dout: np.ndarray, xhat: np.ndarray, rstd: np.ndarray, p: Mapping[str, np.ndarray],
+                 acts: Mapping[str, np.ndarray], per: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:  # fmt: skip
+    """(dx, grads) of the MLP branch for dout (N, H, W, C), from the layer-by-layer forward's LayerNorm cache
+    (xhat, rstd) and activations ``acts`` (norm, h1pre, h1, ppre, z; see :func:`_mlp_backward_groups`), with the
+    forward's parameters ``p`` (checkpoint layout). Gradients in the checkpoint layout, each summed over the
+    groups' partials in group order (one order at any thread count)."""
+    n_img, _, _, c = dout.shape
+    w1, w2, wpos = p["fc1.weight"], p["fc2.weight"], p["pos.weight"]
+    d, k = w1.shape[0], wpos.shape[-1]
+    groups = -(-n_img // per)
+    dt = dout.dtype
+    dx = np.empty_like(dout)
+    dw1, dw2 = np.zeros((groups, d, c), dt), np.zeros((groups, c, d), dt)
+    dwpos = np.zeros((groups, k, k, d), dt)
+    db1, dbpos = np.zeros((groups, d)), np.zeros((groups, d))
+    db2, dln_w, dln_b = np.zeros((groups, c)), np.zeros((groups, c)), np.zeros((groups, c))
+    wflip = np.ascontiguousarray(wpos.reshape(d, k, k).transpose(1, 2, 0)[::-1, ::-1])
+    _launch(_mlp_backward_groups, dout, xhat, rstd, p["norm.weight"], acts["norm"],
+            np.ascontiguousarray(w1.reshape(d, c)), acts["h1pre"], p["fc1.bias"], acts["h1"], wflip, acts["ppre"],
+            acts["z"], np.ascontiguousarray(w2.reshape(c, d)), per, dx, dw1, db1, dwpos, dbpos, dw2, db2, dln_w,
+            dln_b)  # fmt: skip
+
+    def total(parts: np.ndarray) -> np.ndarray:
+        out = parts[0].copy()
+        for part in parts[1:]:  # in group order: a fixed sum
+            out += part
+        return out.astype(dt)
+
+    grads = {
+        "norm.weight": total(dln_w), "norm.bias": total(dln_b),
+        "fc1.weight": total(dw1).reshape(w1.shape), "fc1.bias": total(db1),
+        "pos.weight": np.ascontiguousarray(total(dwpos).transpose(2, 0, 1))[:, None], "pos.bias": total(dbpos),
+        "fc2.weight": total(dw2).reshape(w2.shape), "fc2.bias": total(db2),
+    }  # fmt: skip
+    return dx, grads

@@ -566,4 +566,18 @@ def _named_depthwise(op: str, p: Mapping[str, np.ndarray], name: str, c: int, dt
 
 
 def mlp_backward(dout: np.ndarray, cache: mlp.MlpCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    return mlp.mlp_backward_over(fast_ops(), dout, cache)
+    """The MLP branch's backward: one fused pass over groups of images (:func:`.fused.mlp_backward`) where
+    the shape makes it pay (the inference pass's rule), else ``ops.mlp_backward``'s composition over this
+    namespace's ops. Both read the caches of the layer-by-layer forward."""
+    fc1, pos, fc2 = cache.fc1, cache.pos, cache.fc2
+    x_shape = fc1.conv.x.shape
+    per = fused.images_per_group(*x_shape[:3])
+    with_biases = fc1.has_bias and pos.conv.has_bias and fc2.has_bias  # the composition requires them
+    if per == 0 or not with_biases or not pos.conv.depthwise or pos.act.teaching is not None:
+        return mlp.mlp_backward_over(fast_ops(), dout, cache)
+    dout = check_grad_out("mlp (nhwc)", dout, x_shape, fc1.h.dtype)
+    params = {"norm.weight": cache.norm.weight, "fc1.weight": fc1.conv.w, "fc1.bias": fc1.b, "pos.weight": pos.conv.w,
+              "fc2.weight": fc2.w}  # fmt: skip
+    acts = {"norm": fc1.conv.x, "h1pre": fc1.h, "h1": pos.conv.x, "ppre": pos.act.x, "z": fc2.x}
+    dx, grads = fused.mlp_backward(dout, cache.norm.xhat, cache.norm.rstd, params, acts, per)
+    return dx, {key: grads[key] for key in MLP_KEYS}

@@ -58,6 +58,34 @@ def test_mlp_inference_matches_the_teaching_branch(n: int, c: int, h: int, w: in
     assert_close("ops.mlp_inference", ops.mlp_inference(x_nchw, p), expected)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize(("n", "c", "h", "w", "ratio", "k"), FUSED_SHAPES + LAYERED_SHAPES)
+def test_mlp_backward_matches_the_teaching_branch(n: int, c: int, h: int, w: int, ratio: int, k: int,
+                                                  dtype: type) -> None:  # fmt: skip
+    """The fast copy's MLP backward (fused over groups of images on FUSED_SHAPES) against ops.mlp_backward:
+    dx and every parameter gradient."""
+    x_nchw, x, p = _nhwc_params(n, c, h, w, ratio, dtype, k=k)
+    out, cache = ops.mlp_forward(x_nchw, p)
+    dout = np.random.default_rng(7).standard_normal(out.shape).astype(dtype)
+    dx_expected, expected = ops.mlp_backward(dout, cache)
+    dx, grads = nhwc.mlp_backward(np.ascontiguousarray(dout.transpose(0, 2, 3, 1)), nhwc.mlp_forward(x, p)[1])
+    assert dx.dtype == x.dtype and dx.shape == x.shape
+    assert_close("mlp_backward dx", dx.transpose(0, 3, 1, 2), dx_expected, scale_floor=1.0)
+    assert list(grads) == list(expected)
+    for key, value in expected.items():
+        assert grads[key].dtype == value.dtype, key
+        assert_close(f"mlp_backward {key}", grads[key], value, scale_floor=1.0)
+
+
+def test_fused_mlp_backward_refuses_a_wrong_gradient() -> None:
+    _, x, p = _nhwc_params(16, 8, 14, 14, 4, np.float32)
+    _, cache = nhwc.mlp_forward(x, p)
+    with pytest.raises(ops.OpInputError, match=r"mlp \(nhwc\).*dout must have shape \(16, 14, 14, 8\)"):
+        nhwc.mlp_backward(np.zeros((16, 14, 14, 9), np.float32), cache)
+    with pytest.raises(ops.OpDTypeError, match=r"mlp \(nhwc\)"):
+        nhwc.mlp_backward(np.zeros((16, 14, 14, 8), np.float64), cache)
+
+
 CONVMOD_FUSED = [(16, 8, 14, 14, 7), (17, 5, 14, 14, 3), (8, 3, 20, 21, 11), (64, 4, 7, 7, 1), (8, 6, 21, 19, 21)]
 CONVMOD_LAYERED = [(1, 8, 14, 14, 7), (9, 4, 7, 7, 7)]
 
@@ -80,13 +108,20 @@ def test_fused_passes_do_not_depend_on_the_thread_count() -> None:
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        one = nhwc.mlp_inference(x, p), nhwc.convmod_inference(xc, pc)
+        one = nhwc.mlp_inference(x, p), nhwc.convmod_inference(xc, pc), *_mlp_gradients(x, p)
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        many = nhwc.mlp_inference(x, p), nhwc.convmod_inference(xc, pc)
+        many = nhwc.mlp_inference(x, p), nhwc.convmod_inference(xc, pc), *_mlp_gradients(x, p)
     finally:
         numba.set_num_threads(before)
+    assert len(one) == len(many) == 2 + 1 + len(nhwc.MLP_KEYS)
     for a, b in zip(one, many, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def _mlp_gradients(x: np.ndarray, p: dict) -> list[np.ndarray]:
+    out, cache = nhwc.mlp_forward(x, p)
+    dx, grads = nhwc.mlp_backward(np.random.default_rng(5).standard_normal(out.shape).astype(x.dtype), cache)
+    return [dx, *grads.values()]
 
 
 @pytest.mark.parametrize(
