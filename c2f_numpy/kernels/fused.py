@@ -45,6 +45,7 @@ import numpy as np
 from numba import njit, prange
 from numba.core.errors import NumbaIRAssumptionWarning
 
+from .blas import gemm
 from .depthwise import _tile_taps, correlate_row, reduce_lanes, weight_grad_row
 from .elementwise import gelu_grad_scalar, gelu_scalar, layer_norm_row, layer_norm_row_backward
 from .pool import parallel_kernel
@@ -107,7 +108,7 @@ def _mlp_groups(x: np.ndarray, ln_w: np.ndarray, ln_b: np.ndarray, eps: float, w
         rows = g * pix
         _layer_norm_group(xs, ln_w, ln_b, eps, nrm)
         h = np.empty((rows, d), x.dtype)
-        np.dot(nrm, w1t, h)
+        gemm(nrm, w1t, h)
         for r in range(rows):
             hr = h[r]
             for ch in range(d):
@@ -121,7 +122,7 @@ def _mlp_groups(x: np.ndarray, ln_w: np.ndarray, ln_b: np.ndarray, eps: float, w
         for q in range(rows * d):
             zf[q] = hf[q] + gelu_scalar(zf[q])
         o = out[n0 : n0 + g].reshape(rows, c)
-        np.dot(z.reshape(rows, d), w2t, o)
+        gemm(z.reshape(rows, d), w2t, o)
         _add_bias(o, b2)
 
 
@@ -168,7 +169,7 @@ def _convmod_groups(x: np.ndarray, ln_w: np.ndarray, ln_b: np.ndarray, eps: floa
         rows = g * pix
         _layer_norm_group(xs, ln_w, ln_b, eps, nrm)
         gv = np.empty((rows, c), x.dtype)  # GELU(att.0(n)), then v(n)
-        np.dot(nrm, wat, gv)
+        gemm(nrm, wat, gv)
         for r in range(rows):
             gr = gv[r]
             for ch in range(c):
@@ -178,14 +179,14 @@ def _convmod_groups(x: np.ndarray, ln_w: np.ndarray, ln_b: np.ndarray, eps: floa
         for m in range(g):
             for y in range(hh):
                 correlate_row(g4[m], wt, a[m, y].reshape(ww * c), bias_row, y, offset)
-        np.dot(nrm, wvt, gv)
+        gemm(nrm, wvt, gv)
         a2 = a.reshape(rows, c)
         for r in range(rows):
             ar, vr = a2[r], gv[r]
             for ch in range(c):
                 ar[ch] *= vr[ch] + bv[ch]  # the modulation a * v, v's bias added here
         o = out[n0 : n0 + g].reshape(rows, c)
-        np.dot(a2, wpt, o)
+        gemm(a2, wpt, o)
         _add_bias(o, bp)
 
 
@@ -239,8 +240,8 @@ def _mlp_backward_groups(dout: np.ndarray, xhat: np.ndarray, rstd: np.ndarray, l
         do = dout[n0 : n0 + g].reshape(rows, c)
         zg = z[n0 : n0 + g].reshape(rows, d)
         dz = np.empty((rows, d), dout.dtype)  # dL/dz, then dL/dh1, then dL/dh1pre, in place
-        np.dot(do, w2, dz)
-        np.dot(do.T, zg, dw2[t])
+        gemm(do, w2, dz)
+        gemm(do.T, zg, dw2[t])
         _column_sums(do, db2[t])
         dp = np.empty((rows, d), dout.dtype)  # dL/dppre
         dpf, dzf, pf = dp.reshape(rows * d), dz.reshape(rows * d), ppre[n0 : n0 + g].reshape(rows * d)
@@ -260,10 +261,10 @@ def _mlp_backward_groups(dout: np.ndarray, xhat: np.ndarray, rstd: np.ndarray, l
             dr, hr = dz[r], hp[r]
             for ch in range(d):
                 dr[ch] *= gelu_grad_scalar(hr[ch] + b1[ch])
-        np.dot(dz.T, nrm[n0 : n0 + g].reshape(rows, c), dw1[t])
+        gemm(dz.T, nrm[n0 : n0 + g].reshape(rows, c), dw1[t])
         _column_sums(dz, db1[t])
         dn = np.empty((rows, c), dout.dtype)
-        np.dot(dz, w1, dn)
+        gemm(dz, w1, dn)
         dxg = dx[n0 : n0 + g].reshape(rows, c)
         lw, lb = dln_w[t], dln_b[t]
         for r in range(rows):

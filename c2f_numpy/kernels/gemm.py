@@ -7,7 +7,7 @@
 
 Why not ``a @ b``: NumPy's OpenBLAS runs its own pool of threads beside Numba's, and on a busy machine the two
 pools wait for each other's descheduled threads (:mod:`.pool`). Here the Numba pool hands out the blocks and
-each block is one call into SciPy's OpenBLAS (the BLAS that Numba's ``np.dot`` binds to), held at one thread.
+each block is one call into the kernels' own OpenBLAS (:mod:`.blas`), held at one thread.
 
 Determinism: the blocks and chunks depend only on the shapes, each block is computed by one single-threaded
 BLAS call, and ``matmul_tn`` adds its partial products in chunk order, so the results are bitwise the same at any
@@ -16,13 +16,10 @@ thread count.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS that Numba's np.dot calls, so it can be limited)
 from numba import prange
-from threadpoolctl import ThreadpoolController
 
+from .blas import gemm
 from .pool import parallel_kernel
 
 # Rows per BLAS call: about M/4, so the small maps of the last stages (M = 256..1024 rows, the widest GEMMs) still
@@ -45,25 +42,13 @@ def row_block(rows: int) -> int:
     return min(MAX_ROW_BLOCK, max(MIN_ROW_BLOCK, -(-per // 8) * 8))
 
 
-def _limit_scipy_blas() -> None:
-    """Hold SciPy's BLAS at one thread: it runs inside the pool's threads. NumPy's own BLAS (a separate library
-    in the PyPI wheels) is left alone; where the two cannot be told apart, every BLAS is held at one thread."""
-    blas = [lib for lib in ThreadpoolController().lib_controllers if lib.user_api == "blas"]
-    scipy_own = [lib for lib in blas if "scipy" in Path(lib.filepath).parent.name]
-    for lib in scipy_own or blas:
-        lib.set_num_threads(1)
-
-
-_limit_scipy_blas()
-
-
 @parallel_kernel()
 def _matmul_blocks(a: np.ndarray, b: np.ndarray, out: np.ndarray, block: int) -> None:  # pragma: no cover - jit
     m = a.shape[0]
     for i in prange((m + block - 1) // block):
         r0 = i * block
         r1 = min(m, r0 + block)
-        np.dot(a[r0:r1], b, out[r0:r1])
+        gemm(a[r0:r1], b, out[r0:r1])
 
 
 @parallel_kernel()
@@ -72,7 +57,7 @@ def _matmul_tn_chunks(a: np.ndarray, b: np.ndarray, parts: np.ndarray, per: int)
     for i in prange(parts.shape[0]):
         r0 = i * per
         r1 = min(m, r0 + per)
-        np.dot(a[r0:r1].T, b[r0:r1], parts[i])
+        gemm(a[r0:r1].T, b[r0:r1], parts[i])
 
 
 def _operand(x: np.ndarray) -> np.ndarray:

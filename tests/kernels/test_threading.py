@@ -18,7 +18,7 @@ import numba
 import numpy as np
 import pytest
 
-from c2f_numpy.kernels import gemm, nhwc, pool
+from c2f_numpy.kernels import blas, gemm, nhwc, pool
 from c2f_numpy.testing import assert_close
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,11 +46,11 @@ def _threading_in_child(before: str, env: dict[str, str] | None = None) -> dict:
 @pytest.mark.parametrize("before", ["", "import torch; torch.ones(4).sum()"], ids=["c2f_first", "torch_first"])
 def test_the_chosen_pool_runs_in_any_import_order(before: str) -> None:
     """torch ships its own OpenMP runtime; the fast copy's layer must be the one in use whichever came first, with
-    SciPy's BLAS (the one the pool's GEMM blocks call) held at one thread."""
+    the kernels' BLAS (kernels/blas.py, the one the pool's GEMM blocks call) held at one thread."""
     info = _threading_in_child(before)
     assert info["numba_threading_layer"] == pool.preferred_layer()
-    scipy_blas = [b for b in info["blas"] if "scipy" in Path(b["filepath"]).parent.name]
-    assert scipy_blas and all(b["num_threads"] == 1 for b in scipy_blas), info["blas"]
+    ours = [b for b in info["blas"] if Path(b["filepath"]).parent.parent.name == "scipy_openblas32"]
+    assert len(ours) == 1 and ours[0]["num_threads"] == 1, info["blas"]
 
 
 def _tbb_wheel_installed() -> bool:
@@ -143,6 +143,27 @@ def test_gemm_refuses_operands_that_do_not_chain() -> None:
         gemm.matmul(a, np.ones((3, 2), np.float32), out=np.empty((4, 3), np.float32))
     with pytest.raises(ValueError, match="matmul_tn"):
         gemm.matmul_tn(a, np.ones((5, 2), np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("m", "k", "n"), [(5, 3, 4), (0, 3, 4), (5, 0, 4), (64, 32, 128), (3, 130, 1)])
+def test_the_kernels_blas_call_reads_both_layouts(m: int, k: int, n: int, dtype: type) -> None:
+    """blas.gemm (the one GEMM inside the kernels): every combination of C-ordered and transposed-view
+    operands, an empty product, K = 0 (zeros, not what was in out)."""
+    rng = np.random.default_rng(m * k + n)
+    a, b = rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype)
+    for a_view in (a, np.ascontiguousarray(a.T).T):
+        for b_view in (b, np.ascontiguousarray(b.T).T):
+            out = np.full((m, n), np.nan, dtype)
+            blas.gemm_py(a_view, b_view, out)
+            assert_close(f"blas.gemm {m}x{k}x{n} {a_view.flags.f_contiguous} {b_view.flags.f_contiguous}", out, a @ b)
+
+
+def test_the_kernels_blas_call_refuses_shapes_that_do_not_chain() -> None:
+    with pytest.raises(ValueError, match=r"blas\.gemm: the shapes"):
+        blas.gemm_py(np.ones((3, 2), np.float32), np.ones((3, 2), np.float32), np.ones((3, 2), np.float32))
+    with pytest.raises(ValueError, match=r"blas\.gemm: the shapes"):
+        blas.gemm_py(np.ones((3, 2), np.float32), np.ones((2, 4), np.float32), np.ones((3, 5), np.float32))
 
 
 POOL = numba.config.NUMBA_NUM_THREADS  # the pool's size (the default launch width may be lower: conftest.py)
