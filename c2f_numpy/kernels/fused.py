@@ -1,5 +1,6 @@
 """A block's branches as one parallel pass over groups of images: both branches at inference (the fast copy's
-``mlp_inference`` and ``convmod_inference``) and the MLP branch's backward in training (``mlp_backward``).
+``mlp_inference`` and ``convmod_inference``) and both backwards in training (``mlp_backward``,
+``convmod_backward``).
 
 The layer-by-layer path (:func:`c2f_numpy.kernels.nhwc.mlp_forward`) runs LayerNorm, fc1, bias + GELU, the 3x3
 positional conv, GELU + residual and fc2 each over the whole batch: the hidden tensor (4C channels; 12.8 MB for
@@ -24,7 +25,9 @@ the activations the backward needs) and runs the chain rule per group, two 4C-wi
         du  = GELU'(u) * dh             u = n @ W1^T + b1;  dW1 += du^T n, db1 += sum du
         dn  = du @ W1, dx = LN^T(dn)    dln_w += sum dn * xhat, dln_b += sum dn
 
-Each group writes its own partial of every parameter gradient; the partials are added in group order.
+ConvMod's backward the same way: dm = dout @ Wp; da = dm * v, dv = dm * a; dn = dv @ Wv + du @ Wa with
+dg = DWk^T(da) and du = GELU'(u) * dg; C-wide buffers only. Each group writes its own partial of every parameter
+gradient; the partials are added in group order.
 
 The math is the layer-by-layer kernels' own (layer_norm_row, layer_norm_row_backward, gelu_scalar,
 gelu_grad_scalar, correlate_row, weight_grad_row), one implementation; only the order of work differs (and
@@ -215,6 +218,59 @@ def _column_sums(a: np.ndarray, acc: np.ndarray) -> None:  # pragma: no cover
             acc[ch] += ar[ch]
 
 
+@njit(inline="always")
+def _bounds(n_img: int, pix: int, t: int, per: int) -> tuple[int, int, int, int]:  # pragma: no cover
+    """Task t's (first image, image count, pixel rows, first pixel row)."""
+    n0 = t * per
+    g = min(n_img, n0 + per) - n0
+    return n0, g, g * pix, n0 * pix
+
+
+@njit(inline="always")
+def _depthwise_backward_group(d4: np.ndarray, src4: np.ndarray, wt: np.ndarray, out4: np.ndarray, add: bool,
+                              dw: np.ndarray, db: np.ndarray) -> None:  # pragma: no cover  # fmt: skip
+    """A same-size depthwise conv's backward over one group: out4 (g, H, W, C) = (out4 if ``add`` else 0) +
+    DW^T(d4), with wt the flipped weights tiled (:func:`_tile_taps`); dw (k, k, C) += the taps' products of d4
+    and the forward's input src4, db += the sums of d4 (float64)."""
+    g, hh, ww, c = d4.shape
+    k = wt.shape[0]
+    offset = k // 2
+    lanes = np.zeros((k, k, ww * c), d4.dtype)
+    zero_row = np.zeros(ww * c, d4.dtype)
+    for m in range(g):
+        for y in range(hh):
+            row = out4[m, y].reshape(ww * c)
+            correlate_row(d4[m], wt, row, row if add else zero_row, y, k - 1 - offset)
+            weight_grad_row(lanes, d4[m, y].reshape(ww * c), src4[m], y, offset)
+    reduce_lanes(lanes, dw)
+    _column_sums(d4.reshape(g * hh * ww, c), db)
+
+
+@njit(inline="always")
+def _gelu_conv1x1_backward_group(du: np.ndarray, upre: np.ndarray, b: np.ndarray, src: np.ndarray, dw: np.ndarray,
+                                 db: np.ndarray) -> None:  # pragma: no cover  # fmt: skip
+    """The backward of GELU(src @ W^T + b) over one group, given dL/dout in du (rows, D): du becomes
+    dL/du = du * GELU'(upre + b) in place (upre = src @ W^T, cached); dw (D, C) = du^T src, db += the sums of du."""
+    for r in range(du.shape[0]):
+        dr, ur = du[r], upre[r]
+        for ch in range(du.shape[1]):
+            dr[ch] *= gelu_grad_scalar(ur[ch] + b[ch])
+    gemm(du.T, src, dw)
+    _column_sums(du, db)
+
+
+@njit(inline="always")
+def _layer_norm_backward_group(dn: np.ndarray, xhat: np.ndarray, rstd: np.ndarray, ln_w: np.ndarray,
+                               dx: np.ndarray, lw: np.ndarray, lb: np.ndarray) -> None:  # pragma: no cover  # fmt: skip
+    """dx (rows, C) = LN^T(dn) row by row; lw += sum dn * xhat, lb += sum dn (float64)."""
+    for r in range(dn.shape[0]):
+        dr, xr = dn[r], xhat[r]
+        layer_norm_row_backward(dr, xr, rstd[r], ln_w, dx[r])
+        for ch in range(dn.shape[1]):
+            lw[ch] += dr[ch] * xr[ch]
+            lb[ch] += dr[ch]
+
+
 @parallel_kernel(fastmath={"contract"})
 def _mlp_backward_groups(dout: np.ndarray, xhat: np.ndarray, rstd: np.ndarray, ln_w: np.ndarray, nrm: np.ndarray,
                          w1: np.ndarray, h1pre: np.ndarray, b1: np.ndarray, h1: np.ndarray, wflip: np.ndarray,
@@ -228,15 +284,9 @@ def _mlp_backward_groups(dout: np.ndarray, xhat: np.ndarray, rstd: np.ndarray, l
     writes its group's rows of dx and its own partial of every parameter gradient (leading axis: the group)."""
     n_img, hh, ww, c = dout.shape
     d = w1.shape[0]
-    pix = hh * ww
-    k = wflip.shape[0]
-    offset = k // 2
     wt = _tile_taps(wflip, ww)
     for t in prange((n_img + per - 1) // per):
-        n0 = t * per
-        g = min(n_img, n0 + per) - n0
-        rows = g * pix
-        r0 = n0 * pix
+        n0, g, rows, r0 = _bounds(n_img, hh * ww, t, per)
         do = dout[n0 : n0 + g].reshape(rows, c)
         zg = z[n0 : n0 + g].reshape(rows, d)
         dz = np.empty((rows, d), dout.dtype)  # dL/dz, then dL/dh1, then dL/dh1pre, in place
@@ -247,32 +297,15 @@ def _mlp_backward_groups(dout: np.ndarray, xhat: np.ndarray, rstd: np.ndarray, l
         dpf, dzf, pf = dp.reshape(rows * d), dz.reshape(rows * d), ppre[n0 : n0 + g].reshape(rows * d)
         for q in range(rows * d):
             dpf[q] = dzf[q] * gelu_grad_scalar(pf[q])
-        dp4, dz4, h14 = dp.reshape(g, hh, ww, d), dz.reshape(g, hh, ww, d), h1[n0 : n0 + g]
-        lanes = np.zeros((k, k, ww * d), dout.dtype)
-        for m in range(g):
-            for y in range(hh):
-                row = dz4[m, y].reshape(ww * d)
-                correlate_row(dp4[m], wt, row, row, y, k - 1 - offset)  # dh1 = dz + DW^T(dp), in place
-                weight_grad_row(lanes, dp4[m, y].reshape(ww * d), h14[m], y, offset)
-        reduce_lanes(lanes, dwpos[t])
-        _column_sums(dp, dbpos[t])
-        hp = h1pre[n0 : n0 + g].reshape(rows, d)
-        for r in range(rows):
-            dr, hr = dz[r], hp[r]
-            for ch in range(d):
-                dr[ch] *= gelu_grad_scalar(hr[ch] + b1[ch])
-        gemm(dz.T, nrm[n0 : n0 + g].reshape(rows, c), dw1[t])
-        _column_sums(dz, db1[t])
+        # dh1 = dz + DW^T(dp), in place
+        _depthwise_backward_group(dp.reshape(g, hh, ww, d), h1[n0 : n0 + g], wt, dz.reshape(g, hh, ww, d), True,
+                                  dwpos[t], dbpos[t])  # fmt: skip
+        _gelu_conv1x1_backward_group(dz, h1pre[n0 : n0 + g].reshape(rows, d), b1, nrm[n0 : n0 + g].reshape(rows, c),
+                                     dw1[t], db1[t])  # fmt: skip
         dn = np.empty((rows, c), dout.dtype)
         gemm(dz, w1, dn)
-        dxg = dx[n0 : n0 + g].reshape(rows, c)
-        lw, lb = dln_w[t], dln_b[t]
-        for r in range(rows):
-            dr, xr = dn[r], xhat[r0 + r]
-            layer_norm_row_backward(dr, xr, rstd[r0 + r], ln_w, dxg[r])
-            for ch in range(c):
-                lw[ch] += dr[ch] * xr[ch]
-                lb[ch] += dr[ch]
+        _layer_norm_backward_group(dn, xhat[r0 : r0 + rows], rstd[r0 : r0 + rows], ln_w,
+                                   dx[n0 : n0 + g].reshape(rows, c), dln_w[t], dln_b[t])  # fmt: skip
 
 
 def mlp_backward(dout: np.ndarray, xhat: np.ndarray, rstd: np.ndarray, p: Mapping[str, np.ndarray],
@@ -297,16 +330,98 @@ def mlp_backward(dout: np.ndarray, xhat: np.ndarray, rstd: np.ndarray, p: Mappin
             acts["z"], np.ascontiguousarray(w2.reshape(c, d)), per, dx, dw1, db1, dwpos, dbpos, dw2, db2, dln_w,
             dln_b)  # fmt: skip
 
-    def total(parts: np.ndarray) -> np.ndarray:
-        out = parts[0].copy()
-        for part in parts[1:]:  # in group order: a fixed sum
-            out += part
-        return out.astype(dt)
-
     grads = {
-        "norm.weight": total(dln_w), "norm.bias": total(dln_b),
-        "fc1.weight": total(dw1).reshape(w1.shape), "fc1.bias": total(db1),
-        "pos.weight": np.ascontiguousarray(total(dwpos).transpose(2, 0, 1))[:, None], "pos.bias": total(dbpos),
-        "fc2.weight": total(dw2).reshape(w2.shape), "fc2.bias": total(db2),
+        "norm.weight": _total(dln_w, dt), "norm.bias": _total(dln_b, dt),
+        "fc1.weight": _total(dw1, dt).reshape(w1.shape), "fc1.bias": _total(db1, dt),
+        "pos.weight": np.ascontiguousarray(_total(dwpos, dt).transpose(2, 0, 1))[:, None],
+        "pos.bias": _total(dbpos, dt),
+        "fc2.weight": _total(dw2, dt).reshape(w2.shape), "fc2.bias": _total(db2, dt),
     }  # fmt: skip
     return dx, grads
+
+
+@parallel_kernel(fastmath={"contract"})
+def _convmod_backward_groups(dout: np.ndarray, xhat: np.ndarray, rstd: np.ndarray, ln_w: np.ndarray,
+                             nrm: np.ndarray, wa: np.ndarray, hpre: np.ndarray, ba: np.ndarray, gact: np.ndarray,
+                             wflip: np.ndarray, a_mod: np.ndarray, v_mod: np.ndarray, m_in: np.ndarray,
+                             wv: np.ndarray, wp: np.ndarray, per: int, dx: np.ndarray, dwa: np.ndarray,
+                             dba: np.ndarray, dwdw: np.ndarray, dbdw: np.ndarray, dwv: np.ndarray, dbv: np.ndarray,
+                             dwp: np.ndarray, dbp: np.ndarray, dln_w: np.ndarray,
+                             dln_b: np.ndarray) -> None:  # pragma: no cover  # fmt: skip
+    """ConvMod's backward for dout, dx (N, H, W, C) from the layered forward's caches: xhat (M, C), rstd (M,),
+    nrm = LN(x), hpre = nrm @ Wa^T (no bias), gact = GELU(hpre + ba), a = DWk(gact) + b, v = nrm @ Wv^T + bv,
+    m = a * v (all (N, H, W, C)); wa, wv, wp (C, C) the 1x1 weights, wflip (k, k, C) the depthwise weight
+    flipped. Each task writes its group's rows of dx and its own partial of every parameter gradient."""
+    n_img, hh, ww, c = dout.shape
+    wt = _tile_taps(wflip, ww)
+    for t in prange((n_img + per - 1) // per):
+        n0, g, rows, r0 = _bounds(n_img, hh * ww, t, per)
+        do = dout[n0 : n0 + g].reshape(rows, c)
+        ng = nrm[n0 : n0 + g].reshape(rows, c)
+        dm = np.empty((rows, c), dout.dtype)  # dL/dm, then dL/dv in place
+        gemm(do, wp, dm)
+        gemm(do.T, m_in[n0 : n0 + g].reshape(rows, c), dwp[t])
+        _column_sums(do, dbp[t])
+        da = np.empty((rows, c), dout.dtype)
+        dmf, daf = dm.reshape(rows * c), da.reshape(rows * c)
+        af, vf = a_mod[n0 : n0 + g].reshape(rows * c), v_mod[n0 : n0 + g].reshape(rows * c)
+        for q in range(rows * c):
+            e = dmf[q]
+            daf[q] = e * vf[q]
+            dmf[q] = e * af[q]
+        gemm(dm.T, ng, dwv[t])
+        _column_sums(dm, dbv[t])
+        dn = np.empty((rows, c), dout.dtype)
+        gemm(dm, wv, dn)  # the v branch's share of dL/dn
+        dh = np.empty((rows, c), dout.dtype)  # dL/dgact, then dL/dhpre in place
+        _depthwise_backward_group(da.reshape(g, hh, ww, c), gact[n0 : n0 + g], wt, dh.reshape(g, hh, ww, c), False,
+                                  dwdw[t], dbdw[t])  # fmt: skip
+        _gelu_conv1x1_backward_group(dh, hpre[n0 : n0 + g].reshape(rows, c), ba, ng, dwa[t], dba[t])
+        dn_a = np.empty((rows, c), dout.dtype)
+        gemm(dh, wa, dn_a)
+        dnf, daf = dn.reshape(rows * c), dn_a.reshape(rows * c)
+        for q in range(rows * c):
+            dnf[q] += daf[q]  # dn_v + dn_a (the layered composition adds the same two: one rounding)
+        _layer_norm_backward_group(dn, xhat[r0 : r0 + rows], rstd[r0 : r0 + rows], ln_w,
+                                   dx[n0 : n0 + g].reshape(rows, c), dln_w[t], dln_b[t])  # fmt: skip
+
+
+def convmod_backward(dout: np.ndarray, xhat: np.ndarray, rstd: np.ndarray, p: Mapping[str, np.ndarray],
+                     acts: Mapping[str, np.ndarray], per: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:  # fmt: skip
+    """(dx, grads) of ConvMod for dout (N, H, W, C), from the layered forward's LayerNorm cache (xhat, rstd) and
+    activations ``acts`` (norm, hpre, gact, a, v, m; see :func:`_convmod_backward_groups`), with the forward's
+    parameters ``p`` (checkpoint layout). Gradients summed over the groups' partials in group order."""
+    n_img, _, _, c = dout.shape
+    wdw = p["att.2.weight"]
+    k = wdw.shape[-1]
+    groups = -(-n_img // per)
+    dt = dout.dtype
+    dx = np.empty_like(dout)
+    dwa, dwv, dwp = (np.zeros((groups, c, c), dt) for _ in range(3))
+    dwdw = np.zeros((groups, k, k, c), dt)
+    dba, dbdw, dbv, dbp, dln_w, dln_b = (np.zeros((groups, c)) for _ in range(6))
+    wflip = np.ascontiguousarray(wdw.reshape(c, k, k).transpose(1, 2, 0)[::-1, ::-1])
+
+    def square(key: str) -> np.ndarray:
+        return np.ascontiguousarray(p[key].reshape(c, c))
+
+    _launch(_convmod_backward_groups, dout, xhat, rstd, p["norm.weight"], acts["norm"], square("att.0.weight"),
+            acts["hpre"], p["att.0.bias"], acts["gact"], wflip, acts["a"], acts["v"], acts["m"], square("v.weight"),
+            square("proj.weight"), per, dx, dwa, dba, dwdw, dbdw, dwv, dbv, dwp, dbp, dln_w, dln_b)  # fmt: skip
+    grads = {
+        "norm.weight": _total(dln_w, dt), "norm.bias": _total(dln_b, dt),
+        "att.0.weight": _total(dwa, dt).reshape(p["att.0.weight"].shape), "att.0.bias": _total(dba, dt),
+        "att.2.weight": np.ascontiguousarray(_total(dwdw, dt).transpose(2, 0, 1))[:, None],
+        "att.2.bias": _total(dbdw, dt),
+        "v.weight": _total(dwv, dt).reshape(p["v.weight"].shape), "v.bias": _total(dbv, dt),
+        "proj.weight": _total(dwp, dt).reshape(p["proj.weight"].shape), "proj.bias": _total(dbp, dt),
+    }  # fmt: skip
+    return dx, grads
+
+
+def _total(parts: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The sum of the groups' partials (leading axis) in group order, a fixed sum, cast to ``dtype``."""
+    out = parts[0].copy()
+    for part in parts[1:]:
+        out += part
+    return out.astype(dtype)

@@ -494,7 +494,21 @@ def convmod_inference(x: np.ndarray, params: Mapping[str, np.ndarray]) -> np.nda
 
 
 def convmod_backward(dout: np.ndarray, cache: modulation.ConvModCache) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    return modulation.convmod_backward_over(fast_ops(), dout, cache)
+    """ConvMod's backward: one fused pass over groups of images (:func:`.fused.convmod_backward`) where the
+    shape makes it pay (the inference pass's rule), else ``ops.convmod_backward``'s composition over this
+    namespace's ops. Both read the caches of the layer-by-layer forward."""
+    att0, att2, v_conv, proj = cache.att0, cache.att2, cache.v_conv, cache.proj
+    x_shape = att0.conv.x.shape
+    per = fused.images_per_group(*x_shape[:3])
+    with_biases = att0.has_bias and att2.has_bias and v_conv.has_bias and proj.has_bias  # the composition's
+    if per == 0 or not with_biases or not att2.depthwise:
+        return modulation.convmod_backward_over(fast_ops(), dout, cache)
+    dout = check_grad_out("convmod (nhwc)", dout, x_shape, att0.h.dtype)
+    params = {"norm.weight": cache.norm.weight, "att.0.weight": att0.conv.w, "att.0.bias": att0.b,
+              "att.2.weight": att2.w, "v.weight": v_conv.w, "proj.weight": proj.w}  # fmt: skip
+    acts = {"norm": att0.conv.x, "hpre": att0.h, "gact": att2.x, "a": cache.mod.a, "v": cache.mod.v, "m": proj.x}
+    dx, grads = fused.convmod_backward(dout, cache.norm.xhat, cache.norm.rstd, params, acts, per)
+    return dx, {key: grads[key] for key in CONVMOD_KEYS}
 
 
 def pos_residual_forward(h: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> tuple[np.ndarray, mlp.PosResidualCache]:

@@ -102,26 +102,56 @@ def test_convmod_inference_matches_the_teaching_branch(n: int, c: int, h: int, w
     assert_close("ops.convmod_inference", ops.convmod_inference(x_nchw, p), expected)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.parametrize(("n", "c", "h", "w", "k"), CONVMOD_FUSED + CONVMOD_LAYERED)
+def test_convmod_backward_matches_the_teaching_branch(n: int, c: int, h: int, w: int, k: int, dtype: type) -> None:
+    """The fast copy's ConvMod backward (fused over groups of images on CONVMOD_FUSED) against
+    ops.convmod_backward: dx and every parameter gradient."""
+    x_nchw, x, p = _convmod_nhwc(n, c, h, w, k, dtype)
+    out, cache = ops.convmod_forward(x_nchw, p)
+    dout = np.random.default_rng(9).standard_normal(out.shape).astype(dtype)
+    dx_expected, expected = ops.convmod_backward(dout, cache)
+    dx, grads = nhwc.convmod_backward(np.ascontiguousarray(dout.transpose(0, 2, 3, 1)), nhwc.convmod_forward(x, p)[1])
+    assert dx.dtype == x.dtype and dx.shape == x.shape
+    assert_close("convmod_backward dx", dx.transpose(0, 3, 1, 2), dx_expected, scale_floor=1.0)
+    assert list(grads) == list(expected)
+    for key, value in expected.items():
+        assert grads[key].dtype == value.dtype and grads[key].shape == value.shape, key
+        assert_close(f"convmod_backward {key}", grads[key], value, scale_floor=1.0)
+
+
+def test_fused_convmod_backward_refuses_a_wrong_gradient() -> None:
+    _, x, p = _convmod_nhwc(16, 8, 14, 14, 7, np.float32)
+    assert fused.images_per_group(16, 14, 14) > 0
+    _, cache = nhwc.convmod_forward(x, p)
+    with pytest.raises(ops.OpInputError, match=r"convmod \(nhwc\).*dout must have shape \(16, 14, 14, 8\)"):
+        nhwc.convmod_backward(np.zeros((16, 14, 15, 8), np.float32), cache)
+
+
 def test_fused_passes_do_not_depend_on_the_thread_count() -> None:
     _, x, p = _nhwc_params(16, 8, 14, 14, 4, np.float32)
     _, xc, pc = _convmod_nhwc(16, 8, 14, 14, 7, np.float32)
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
-        one = nhwc.mlp_inference(x, p), nhwc.convmod_inference(xc, pc), *_mlp_gradients(x, p)
+        one = nhwc.mlp_inference(x, p), nhwc.convmod_inference(xc, pc), *_gradients(x, p, xc, pc)
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        many = nhwc.mlp_inference(x, p), nhwc.convmod_inference(xc, pc), *_mlp_gradients(x, p)
+        many = nhwc.mlp_inference(x, p), nhwc.convmod_inference(xc, pc), *_gradients(x, p, xc, pc)
     finally:
         numba.set_num_threads(before)
-    assert len(one) == len(many) == 2 + 1 + len(nhwc.MLP_KEYS)
+    assert len(one) == len(many) == 2 + 2 + len(nhwc.MLP_KEYS) + len(nhwc.CONVMOD_KEYS)
     for a, b in zip(one, many, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
-def _mlp_gradients(x: np.ndarray, p: dict) -> list[np.ndarray]:
+def _gradients(x: np.ndarray, p: dict, xc: np.ndarray, pc: dict) -> list[np.ndarray]:
+    """dx and the parameter gradients of the MLP (x, p) and ConvMod (xc, pc) backwards."""
     out, cache = nhwc.mlp_forward(x, p)
     dx, grads = nhwc.mlp_backward(np.random.default_rng(5).standard_normal(out.shape).astype(x.dtype), cache)
-    return [dx, *grads.values()]
+    out_c, cache_c = nhwc.convmod_forward(xc, pc)
+    dout_c = np.random.default_rng(6).standard_normal(out_c.shape).astype(xc.dtype)
+    dxc, grads_c = nhwc.convmod_backward(dout_c, cache_c)
+    return [dx, *grads.values(), dxc, *grads_c.values()]
 
 
 @pytest.mark.parametrize(
