@@ -9,6 +9,10 @@ loaded here with ``ctypes``, held at one thread (the Numba pool runs the calls, 
 still be cached (Numba refuses to cache a function that holds a ctypes pointer; a named external symbol is
 resolved again when the cached code is loaded).
 
+Side effect: a process that loads this library before SciPy's BLAS is first used runs SciPy's BLAS calls on it
+too (measured: ``scipy.linalg.blas.sgemm`` at one thread after ``import c2f_numpy``), as it ran them at one thread
+before, when the kernels held SciPy's own copy there; imported after ``scipy.linalg``, SciPy keeps its own.
+
 Operands: 2-d float32 or float64 arrays, each C- or F-contiguous (a transposed view of a C-contiguous array is
 F-contiguous: BLAS reads it as is, with its transpose flag); out C-contiguous. Row-major CBLAS throughout.
 """
