@@ -69,12 +69,18 @@ def images_per_group(n: int, h: int, w: int) -> int:
 
 
 @njit(inline="always")
-def _group_rows(x: np.ndarray, t: int, per: int) -> tuple[int, int, np.ndarray, np.ndarray]:  # pragma: no cover
-    """Task t's images: (first image, image count, x's rows (g*H*W, C), LayerNorm of those rows)."""
-    n_img, hh, ww, c = x.shape
+def _bounds(n_img: int, pix: int, t: int, per: int) -> tuple[int, int, int, int]:  # pragma: no cover
+    """Task t's (first image, image count, pixel rows, first pixel row)."""
     n0 = t * per
     g = min(n_img, n0 + per) - n0
-    rows = g * hh * ww
+    return n0, g, g * pix, n0 * pix
+
+
+@njit(inline="always")
+def _group_rows(x: np.ndarray, t: int, per: int) -> tuple[int, int, np.ndarray, np.ndarray]:  # pragma: no cover
+    """Task t's images: (first image, image count, x's rows (g*H*W, C), a buffer for their LayerNorm)."""
+    n_img, hh, ww, c = x.shape
+    n0, g, rows, _ = _bounds(n_img, hh * ww, t, per)
     return n0, g, x[n0 : n0 + g].reshape(rows, c), np.empty((rows, c), x.dtype)
 
 
@@ -216,14 +222,6 @@ def _column_sums(a: np.ndarray, acc: np.ndarray) -> None:  # pragma: no cover
         ar = a[r]
         for ch in range(a.shape[1]):
             acc[ch] += ar[ch]
-
-
-@njit(inline="always")
-def _bounds(n_img: int, pix: int, t: int, per: int) -> tuple[int, int, int, int]:  # pragma: no cover
-    """Task t's (first image, image count, pixel rows, first pixel row)."""
-    n0 = t * per
-    g = min(n_img, n0 + per) - n0
-    return n0, g, g * pix, n0 * pix
 
 
 @njit(inline="always")
@@ -379,9 +377,9 @@ def _convmod_backward_groups(dout: np.ndarray, xhat: np.ndarray, rstd: np.ndarra
         _gelu_conv1x1_backward_group(dh, hpre[n0 : n0 + g].reshape(rows, c), ba, ng, dwa[t], dba[t])
         dn_a = np.empty((rows, c), dout.dtype)
         gemm(dh, wa, dn_a)
-        dnf, daf = dn.reshape(rows * c), dn_a.reshape(rows * c)
+        dnf, dnaf = dn.reshape(rows * c), dn_a.reshape(rows * c)
         for q in range(rows * c):
-            dnf[q] += daf[q]  # dn_v + dn_a (the layered composition adds the same two: one rounding)
+            dnf[q] += dnaf[q]  # dn_v + dn_a (the layered composition adds the same two: one rounding)
         _layer_norm_backward_group(dn, xhat[r0 : r0 + rows], rstd[r0 : r0 + rows], ln_w,
                                    dx[n0 : n0 + g].reshape(rows, c), dln_w[t], dln_b[t])  # fmt: skip
 
